@@ -1,0 +1,179 @@
+"""The relay API's routes (contract §4). Handlers are thin: validate, call the store, render."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from relay import metrics, validation
+from relay.errors import AuthError, NotFoundError, PayloadTooLarge, ValidationError
+from relay.ids import new_id
+from relay.render import delivery, job_view, subscription
+from relay.state import AppState
+from relay.urls import UnsafeURL, check_callback_url
+from workers.deliver import kick
+
+
+def state(request: Request) -> AppState:
+    app_state: AppState = request.app.state.relay
+    return app_state
+
+
+def owner_of(request: Request) -> str:
+    """The caller's identity: a hash of its token, so tokens are never stored."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    matched = False
+    for known in state(request).settings.api_tokens:
+        # Compare with every token, in constant time, so timing tells nothing.
+        matched |= hmac.compare_digest(token.encode(), known.encode())
+    if scheme.lower() != "bearer" or not token or not matched:
+        raise AuthError("a valid bearer token is required")
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused with 413 as soon as it passes 64 KiB (it is never read whole)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > validation.BODY_MAX_BYTES:
+        raise PayloadTooLarge("the body must be at most 64 KiB")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > validation.BODY_MAX_BYTES:
+            raise PayloadTooLarge("the body must be at most 64 KiB")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def create_subscription(request: Request) -> Response:
+    owner = owner_of(request)
+    new = validation.new_subscription(validation.parse_body(await read_body(request)))
+    st = state(request)
+    if not st.settings.allow_private_callbacks:
+        try:
+            await check_callback_url(new.url, allow_private=False)
+        except UnsafeURL as exc:
+            raise ValidationError(str(exc), field="url") from None
+        except (socket.gaierror, UnicodeError):
+            pass  # contract: a name that does not resolve now is checked again at delivery
+    sid, created = await st.store.subscribe(
+        new_id("sub"), owner, new.job_id, new.url, new.events, new.metadata,
+        st.settings.watch_timeout,
+    )
+    sub = await st.store.subscription(sid)
+    assert sub is not None
+    if created:
+        metrics.SUBSCRIPTIONS.inc()
+    headers = {"location": f"/v1/subscriptions/{sid}"}
+    return JSONResponse(subscription(sub), status_code=201 if created else 200, headers=headers)
+
+
+async def owned_subscription(request: Request, owner: str) -> dict[str, str]:
+    sid = request.path_params["sid"]
+    sub = await state(request).store.subscription(sid)
+    if sub is None or not hmac.compare_digest(sub.get("owner", ""), owner):
+        raise NotFoundError(f"no subscription {sid}")
+    return sub
+
+
+async def get_subscription(request: Request) -> Response:
+    sub = await owned_subscription(request, owner_of(request))
+    return JSONResponse(subscription(sub))
+
+
+async def list_subscriptions(request: Request) -> Response:
+    owner = owner_of(request)
+    params = request.query_params
+    limit = validation.page_limit(params.get("limit"))
+    after = validation.cursor(params.get("cursor"))
+    store = state(request).store
+    if params.get("job_id") is not None:
+        job_id = validation.job_id(params.get("job_id"))
+        ids = [i for i in await store.job_subscription_ids(job_id) if after is None or i > after]
+        subs = [s for s in await store.subscriptions(ids) if s.get("owner") == owner][: limit + 1]
+    else:
+        subs = await store.subscriptions(await store.owner_page(owner, after, limit + 1))
+    more = len(subs) > limit
+    page = subs[:limit]
+    next_cursor = page[-1]["id"] if more and page else None
+    return JSONResponse({"data": [subscription(s) for s in page], "next_cursor": next_cursor})
+
+
+async def delete_subscription(request: Request) -> Response:
+    sub = await owned_subscription(request, owner_of(request))
+    if sub["state"] != "deleted":
+        await state(request).store.delete(sub["id"])
+    return Response(status_code=204)
+
+
+async def list_deliveries(request: Request) -> Response:
+    sub = await owned_subscription(request, owner_of(request))
+    store = state(request).store
+    found = await store.deliveries(await store.delivery_ids(sub["id"]))
+    return JSONResponse({"data": [delivery(msg, attempts) for msg, attempts in found]})
+
+
+async def retry_delivery(request: Request) -> Response:
+    sub = await owned_subscription(request, owner_of(request))
+    mid = request.path_params["mid"]
+    st = state(request)
+    found = await st.store.deliveries([mid])
+    if not found or found[0][0].get("sub_id") != sub["id"]:
+        raise NotFoundError(f"no delivery {mid} for subscription {sub['id']}")
+    if sub["state"] == "deleted":
+        raise ValidationError("the subscription is deleted; nothing more is sent for it")
+    await st.store.resend(mid, sub["id"])
+    await kick(st.arq, sub["id"])
+    msg, attempts = (await st.store.deliveries([mid]))[0]
+    return JSONResponse(delivery(msg, attempts), status_code=202)
+
+
+async def get_job(request: Request) -> Response:
+    owner = owner_of(request)
+    job_id = validation.job_id(request.path_params["job_id"])
+    store = state(request).store
+    subs = [s for s in await store.subscriptions(await store.job_subscription_ids(job_id))
+            if s.get("owner") == owner]
+    watch = await store.watch(job_id)
+    if watch is None or not subs:
+        raise NotFoundError(f"job {job_id} is not watched")
+    return JSONResponse(job_view(job_id, watch, [subscription(s) for s in subs]))
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    store = state(request).store
+    try:
+        await store.redis.ping()
+        unauthorized = await store.upstream_unauthorized()
+    except Exception:
+        return JSONResponse({"status": "unavailable", "reason": "redis: not answering"}, 503)
+    if unauthorized:
+        return JSONResponse({"status": "unavailable", "reason": "upstream: unauthorized"}, 503)
+    return JSONResponse({"status": "ready"})
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/subscriptions", create_subscription, methods=["POST"]),
+        Route("/v1/subscriptions", list_subscriptions, methods=["GET"]),
+        Route("/v1/subscriptions/{sid}", get_subscription, methods=["GET"]),
+        Route("/v1/subscriptions/{sid}", delete_subscription, methods=["DELETE"]),
+        Route("/v1/subscriptions/{sid}/deliveries", list_deliveries, methods=["GET"]),
+        Route("/v1/subscriptions/{sid}/deliveries/{mid}/retry", retry_delivery,
+              methods=["POST"]),
+        Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+

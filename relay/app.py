@@ -1,0 +1,99 @@
+"""The API process: `create_app(settings)` builds the Starlette app with its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from arq.connections import RedisSettings, create_pool
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from config import Settings
+from relay import metrics
+from relay.api import routes, state
+from relay.errors import InternalError, NotFoundError, RelayError, ValidationError
+from relay.openapi import openapi_document
+from relay.state import AppState
+from relay.store import Store
+
+log = logging.getLogger("relay.api")
+
+
+def create_app(settings: Settings) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url, decode_responses=True)
+        arq = await create_pool(RedisSettings.from_dsn(settings.redis_url))
+        app.state.relay = AppState(settings, Store(redis), arq)
+        try:
+            yield
+        finally:
+            await arq.aclose()
+            await redis.aclose()
+
+    app = Starlette(
+        routes=[
+            *routes(),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+        exception_handlers={
+            RelayError: relay_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+    )
+    return app
+
+
+async def relay_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RelayError)
+    return JSONResponse(exc.body(), status_code=exc.status_code)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405, in the contract's error shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return await relay_error(request, NotFoundError(f"no route {request.url.path}"))
+    error = ValidationError(f"{request.method} is not allowed on {request.url.path}")
+    body = error.body() | {"statusCode": exc.status_code}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return await relay_error(request, InternalError("an unexpected error occurred"))
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    await refresh_gauges(state(request).store)
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def refresh_gauges(store: Store) -> None:
+    """Deployment-wide gauges are read from Redis when scraped, so any API instance is right."""
+    try:
+        now = time.time()
+        total, due = await store.due_counts(now)
+        _, overdue = await store.due_counts(now - 10)
+        pending = len(await store.pending_outboxes())
+    except Exception:
+        return
+    metrics.WATCHES.set(total)
+    metrics.DUE.set(due)
+    metrics.OVERDUE.set(overdue)
+    metrics.PENDING.set(pending)
+
+
+async def openapi_endpoint(request: Request) -> Response:
+    return JSONResponse(openapi_document())

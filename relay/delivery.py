@@ -1,0 +1,119 @@
+"""One webhook attempt: sign, POST to the checked address, classify the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from relay.retry import Failure, parse_retry_after
+from relay.signing import signature_header
+from relay.urls import UnsafeURL, pinned_request_target
+from relay.version import VERSION
+
+RESPONSE_BODY_CAP = 1024  # bytes of a receiver's answer that are kept, and read
+
+
+@dataclass(frozen=True)
+class Attempt:
+    at: float
+    status_code: int | None
+    duration_ms: int
+    error: str | None
+    response_body: str | None
+    retry_after: float | None = None
+    timed_out: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def gone(self) -> bool:
+        return self.status_code == 410
+
+    def failure(self) -> Failure:
+        return Failure(self.status_code, self.timed_out, self.retry_after)
+
+    def record(self) -> dict[str, Any]:
+        """The attempt as the API shows it (timestamps are rendered there)."""
+        return {
+            "at": self.at, "status_code": self.status_code, "duration_ms": self.duration_ms,
+            "error": self.error, "response_body": self.response_body,
+        }
+
+
+def webhook_headers(
+    msg_id: str, body: bytes, secrets: tuple[str, ...], timestamp: int
+) -> dict[str, str]:
+    return {
+        "content-type": "application/json",
+        "user-agent": f"varg-relay/{VERSION}",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(secrets, msg_id, timestamp, body),
+    }
+
+
+async def send(
+    client: httpx.AsyncClient, url: str, msg_id: str, body: bytes, secrets: tuple[str, ...],
+    timeout: float, allow_private: bool,
+) -> Attempt:
+    started, at = time.monotonic(), time.time()
+
+    def done(code: int | None, error: str | None, text: str | None = None, **kw: Any) -> Attempt:
+        ms = int((time.monotonic() - started) * 1000)
+        return Attempt(at, code, ms, error, text, **kw)
+
+    try:
+        return await asyncio.wait_for(
+            _post(client, url, msg_id, body, secrets, timeout, allow_private, done), timeout
+        )
+    except (TimeoutError, httpx.TimeoutException):
+        return done(None, f"timed out after {timeout:g}s", timed_out=True)
+    except UnsafeURL as exc:
+        return done(None, f"refused: {exc}")
+    except socket.gaierror:
+        return done(None, "the callback host does not resolve")
+    except httpx.HTTPError as exc:
+        return done(None, f"{type(exc).__name__}: {exc}"[:200])
+
+
+async def _post(
+    client: httpx.AsyncClient, url: str, msg_id: str, body: bytes, secrets: tuple[str, ...],
+    timeout: float, allow_private: bool, done: Any,
+) -> Attempt:
+    target, extra_headers, extensions = await pinned_request_target(url, allow_private)
+    headers = webhook_headers(msg_id, body, secrets, int(time.time())) | extra_headers
+    request = client.build_request(
+        "POST", target, content=body, headers=headers, timeout=timeout, extensions=extensions
+    )
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        text = await _read_capped(response)
+    finally:
+        await response.aclose()
+    retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+    error = None if 200 <= response.status_code < 300 else _error_text(response)
+    attempt: Attempt = done(response.status_code, error, text, retry_after=retry_after)
+    return attempt
+
+
+async def _read_capped(response: httpx.Response) -> str:
+    """Read at most RESPONSE_BODY_CAP bytes: a receiver may answer with anything."""
+    kept = b""
+    async for chunk in response.aiter_bytes():
+        kept += chunk
+        if len(kept) >= RESPONSE_BODY_CAP:
+            break
+    return kept[:RESPONSE_BODY_CAP].decode("utf-8", errors="replace")
+
+
+def _error_text(response: httpx.Response) -> str:
+    if 300 <= response.status_code < 400:
+        return f"redirect to {response.headers.get('location', '?')} (not followed)"
+    return f"HTTP {response.status_code}"

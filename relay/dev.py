@@ -1,0 +1,107 @@
+"""`varg-relay dev`: simulator, API, worker and a test inbox in one process, for a laptop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+from collections import deque
+from typing import Any
+
+from arq.worker import Worker
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from config import load_settings
+from config.settings import secrets_of
+from relay.app import create_app
+from relay.logs import configure_logging
+from relay.redis_server import ThrowawayRedis, answers
+from relay.servers import http_server, stop_event
+from relay.signing import new_secret
+from relay.simulator import create_simulator
+from workers.settings import worker_options
+
+log = logging.getLogger("relay.dev")
+SIM_KEY = "varg_sim_dev"
+
+
+def inbox_routes(secret: str) -> list[Route]:
+    """`POST /_dev/inbox` verifies and keeps webhooks; `GET /_dev/inbox` shows the last 100."""
+    received: deque[dict[str, Any]] = deque(maxlen=100)
+    hook = Webhook(secret)
+
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        try:
+            event = hook.verify(body, dict(request.headers))
+        except WebhookVerificationError as exc:
+            log.warning("inbox: signature check failed: %s", exc)
+            return JSONResponse({"verified": False, "error": str(exc)}, 400)
+        received.append({"webhook_id": request.headers["webhook-id"], "event": event})
+        log.info("inbox: %s for %s (verified, %s)", event["type"], event["data"]["job_id"],
+                 request.headers["webhook-id"])
+        return JSONResponse({"verified": True})
+
+    async def show(request: Request) -> Response:
+        return JSONResponse({"data": list(received)})
+
+    return [Route("/_dev/inbox", receive, methods=["POST"]),
+            Route("/_dev/inbox", show, methods=["GET"])]
+
+
+async def run_dev(host: str, port: int, sim_port: int) -> None:
+    env = dict(os.environ)
+    redis = None
+    if not answers(env.get("REDIS_URL", "redis://localhost:6379/0")):
+        redis = ThrowawayRedis()
+        env["REDIS_URL"] = redis.start()
+    if not env.get("VARG_API_KEY"):
+        env |= {"VARG_API_KEY": SIM_KEY, "VARG_API_URL": f"http://127.0.0.1:{sim_port}/v1"}
+    env.setdefault("RELAY_API_TOKENS", "dev_" + secrets.token_hex(12))
+    env.setdefault("RELAY_SIGNING_SECRETS", new_secret())
+    env.setdefault("RELAY_ALLOW_PRIVATE_CALLBACKS", "true")
+    env.setdefault("RELAY_METRICS_PORT", "0")
+    settings = load_settings(env)
+    configure_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    app = create_app(settings)
+    app.router.routes.extend(inbox_routes(settings.signing_secrets[0]))
+    servers = [http_server(app, host, port),
+               http_server(create_simulator(api_key=SIM_KEY), "127.0.0.1", sim_port)]
+    worker = Worker(**worker_options(settings), handle_signals=False)
+    stop = stop_event()
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks.append(asyncio.create_task(worker.async_run()))
+    print(banner(settings.api_tokens[0], settings.signing_secrets[0], host, port, sim_port,
+                 env["REDIS_URL"]), flush=True)
+    await stop.wait()
+    log.info("stopping")
+    for server in servers:
+        server.should_exit = True
+    await worker.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if redis is not None:
+        redis.stop()
+
+
+def banner(token: str, secret: str, host: str, port: int, sim_port: int, redis_url: str) -> str:
+    api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+    return f"""
+varg-relay dev is running
+  API            {api}   (token: {token})
+  signing secret {secret}
+  Varg simulator http://127.0.0.1:{sim_port}/v1
+  Redis          {redis_url}
+  inbox          {api}/_dev/inbox   (verifies signatures; GET it to see what arrived)
+
+Try it:
+  curl -s -X POST http://127.0.0.1:{sim_port}/_sim/jobs -H 'content-type: application/json' \\
+       -d '{{"job_id": "job_demo1", "model": "fal:kling-v2.5"}}'
+  curl -s -X POST {api}/v1/subscriptions -H 'authorization: Bearer {token}' \\
+       -H 'content-type: application/json' \\
+       -d '{{"job_id": "job_demo1", "url": "{api}/_dev/inbox", "metadata": {{"order": 42}}}}'
+  curl -s {api}/_dev/inbox
+"""

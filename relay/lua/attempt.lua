@@ -1,0 +1,36 @@
+-- Record one delivery attempt and its consequence, in one step.
+-- KEYS: msg, outbox, sub, attempts list, outboxes set
+-- ARGV: mid, attempt_json, outcome ('succeeded' | 'failed' | 'retry' | 'disabled'), next_attempt_at
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local mid, outcome = ARGV[1], ARGV[3]
+local sid = redis.call('HGET', KEYS[1], 'sub_id')
+
+local function finish_sub(state)
+  redis.call('HSET', KEYS[3], 'state', state, 'updated_at', now)
+  redis.call('DEL', redis.call('HGET', KEYS[3], 'dedupe') or 'vr:none')
+  redis.call('SREM', 'vr:jobsubs:' .. redis.call('HGET', KEYS[3], 'job_id'), sid)
+  redis.call('ZADD', 'vr:finished', now, sid)
+end
+
+redis.call('RPUSH', KEYS[4], ARGV[2])
+if outcome == 'retry' then
+  redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[4])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'status', outcome == 'succeeded' and 'succeeded' or 'failed',
+  'next_attempt_at', '')
+redis.call('LREM', KEYS[2], 1, mid)
+if outcome == 'disabled' then
+  -- 410 Gone: the receiver asks for nothing more, so pending events are dropped as failed.
+  for _, other in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    redis.call('HSET', 'vr:msg:' .. other, 'status', 'failed', 'next_attempt_at', '')
+  end
+  redis.call('DEL', KEYS[2])
+  finish_sub('disabled')
+elseif redis.call('HGET', KEYS[1], 'terminal') == '1'
+    and redis.call('HGET', KEYS[3], 'state') == 'active' then
+  finish_sub('done')
+end
+if redis.call('LLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[5], sid) end
+return 1

@@ -1,0 +1,16 @@
+-- Delete a subscription: no further deliveries; queued events are marked failed.
+-- KEYS: sub, outbox, outboxes set
+-- ARGV: sid
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1e6
+local sid = ARGV[1]
+for _, mid in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  redis.call('HSET', 'vr:msg:' .. mid, 'status', 'failed', 'next_attempt_at', '')
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], sid)
+redis.call('HSET', KEYS[1], 'state', 'deleted', 'updated_at', now)
+redis.call('DEL', redis.call('HGET', KEYS[1], 'dedupe') or 'vr:none')
+redis.call('SREM', 'vr:jobsubs:' .. redis.call('HGET', KEYS[1], 'job_id'), sid)
+redis.call('ZADD', 'vr:finished', now, sid)
+return 1

@@ -1,0 +1,106 @@
+-- Write back a batch of poll results. For each job whose lease is still ours: store what was
+-- seen, and when its status differs from what a subscription last heard, queue one event for
+-- that subscription in the same step (so a crash loses nothing and a repeat poll adds nothing).
+-- KEYS: due, outboxes (subs with queued events)
+-- ARGV: decisions_json, retention_seconds
+-- decision: {job_id, token, status|nil, job|nil (raw JSON text), delay, first_404, failures,
+--            end_watch, observed_at, last_polled_at}
+-- Returns the ids of subscriptions that got a new event.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local retention = tonumber(ARGV[2])
+local kicked = {}
+
+local TERMINAL = {completed = true, failed = true, cancelled = true, not_found = true,
+  watch_expired = true}
+local KNOWN = {queued = true, processing = true, completed = true, failed = true,
+  cancelled = true, not_found = true, watch_expired = true}
+
+local function event_type(status)
+  if KNOWN[status] then return 'job.' .. status end
+  return 'job.status_changed'
+end
+
+local function new_msg_id()
+  local seq = redis.call('INCR', 'vr:msg:seq')
+  return string.format('msg_%011x%08x', math.floor(now * 1000), seq % 4294967296)
+end
+
+local function finish_sub(sid, state)
+  local skey = 'vr:sub:' .. sid
+  redis.call('HSET', skey, 'state', state, 'updated_at', now)
+  redis.call('DEL', redis.call('HGET', skey, 'dedupe') or 'vr:none')
+  redis.call('ZADD', 'vr:finished', now, sid)
+end
+
+local function queue_event(d, sid, sub, previous)
+  local mid = new_msg_id()
+  local etype = event_type(d.status)
+  local prev_json = 'null'
+  if previous ~= '' then prev_json = cjson.encode(previous) end
+  local body = '{"type":' .. cjson.encode(etype) .. ',"timestamp":' .. cjson.encode(d.observed_iso)
+    .. ',"data":{"subscription_id":' .. cjson.encode(sid) .. ',"job_id":' .. cjson.encode(d.job_id)
+    .. ',"status":' .. cjson.encode(d.status) .. ',"previous_status":' .. prev_json
+    .. ',"job":' .. (d.job or 'null') .. ',"metadata":' .. sub[3] .. '}}'
+  local terminal = '0'
+  if TERMINAL[d.status] then terminal = '1' end
+  redis.call('HSET', 'vr:msg:' .. mid, 'id', mid, 'sub_id', sid, 'event_type', etype,
+    'status', 'pending', 'next_attempt_at', now, 'created_at', now, 'body', body,
+    'terminal', terminal, 'retry_base', 0, 'observed_at', d.observed_at)
+  redis.call('RPUSH', 'vr:outbox:' .. sid, mid)
+  redis.call('RPUSH', 'vr:msgs:' .. sid, mid)
+  redis.call('SADD', KEYS[2], sid)
+  kicked[#kicked + 1] = sid
+end
+
+local function fan_out(d)
+  local subs_key = 'vr:jobsubs:' .. d.job_id
+  for _, sid in ipairs(redis.call('SMEMBERS', subs_key)) do
+    local skey = 'vr:sub:' .. sid
+    local sub = redis.call('HMGET', skey, 'state', 'last_status', 'metadata', 'events')
+    if sub[1] ~= 'active' then
+      redis.call('SREM', subs_key, sid)
+    elseif sub[2] ~= d.status then
+      local wanted = string.find(sub[4], '"' .. event_type(d.status) .. '"', 1, true)
+      if wanted then queue_event(d, sid, sub, sub[2]) end
+      redis.call('HSET', skey, 'last_status', d.status, 'updated_at', now)
+      if TERMINAL[d.status] then
+        -- No more events for it; it becomes `done` once its last event is delivered.
+        redis.call('SREM', subs_key, sid)
+        if not wanted then finish_sub(sid, 'done') end
+      end
+    end
+  end
+end
+
+local function end_watch(wkey, job_id)
+  redis.call('ZREM', KEYS[1], job_id)
+  redis.call('HSET', wkey, 'active', '0', 'ended_at', now, 'next_poll_at', '')
+  redis.call('EXPIRE', wkey, retention)
+end
+
+for _, d in ipairs(cjson.decode(ARGV[1])) do
+  local wkey = 'vr:watch:' .. d.job_id
+  if redis.call('HGET', wkey, 'lease') == d.token then
+    redis.call('HDEL', wkey, 'lease')
+    redis.call('HSET', wkey, 'last_polled_at', d.last_polled_at, 'first_404', d.first_404,
+      'failures', d.failures)
+    redis.call('HINCRBY', wkey, 'polls', 1)
+    if type(d.status) == 'string' then
+      redis.call('HSET', wkey, 'status', d.status)
+      if type(d.job) == 'string' then
+        redis.call('HSET', wkey, 'job', d.job)
+        if type(d.model) == 'string' then redis.call('HSET', wkey, 'model', d.model) end
+        if type(d.created_at) == 'string' then redis.call('HSET', wkey, 'created_at', d.created_at) end
+      end
+      fan_out(d)
+    end
+    if d.end_watch or redis.call('SCARD', 'vr:jobsubs:' .. d.job_id) == 0 then
+      end_watch(wkey, d.job_id)
+    else
+      redis.call('ZADD', KEYS[1], now + d.delay, d.job_id)
+      redis.call('HSET', wkey, 'next_poll_at', now + d.delay)
+    end
+  end
+end
+return kicked

@@ -1,0 +1,33 @@
+"""Prometheus metrics. The API serves them on /metrics; each worker on RELAY_METRICS_PORT."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+POLLS = Counter("relay_polls_total", "Upstream polls by outcome", ["outcome"])
+UPSTREAM_LATENCY = Histogram(
+    "relay_upstream_latency_seconds", "Time of one upstream GET /jobs/{id}",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+STATUS_CHANGES = Counter("relay_status_changes_total", "Status changes observed", ["status"])
+DELIVERIES = Counter(
+    "relay_deliveries_total", "Webhook attempts by outcome and attempt number",
+    ["outcome", "attempt"],
+)
+DELIVERY_LATENCY = Histogram(
+    "relay_delivery_attempt_seconds", "Time of one webhook attempt",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30),
+)
+CHANGE_TO_DELIVERY = Histogram(
+    "relay_change_to_delivery_seconds",
+    "From the relay seeing a status change to the receiver acknowledging it",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+WATCHES = Gauge("relay_watches", "Jobs being watched")
+DUE = Gauge("relay_watches_due", "Watched jobs whose poll time has passed")
+OVERDUE = Gauge("relay_watches_overdue", "Watched jobs more than 10 s past their poll time")
+PENDING = Gauge("relay_subscriptions_pending", "Subscriptions with undelivered events")
+RATE_LIMIT_WAITS = Counter(
+    "relay_rate_limit_waits_total", "Times a worker waited for the upstream budget", ["reason"]
+)
+SUBSCRIPTIONS = Counter("relay_subscriptions_created_total", "Subscriptions created")

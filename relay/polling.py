@@ -1,0 +1,86 @@
+"""What to do after one poll: the pure decision, given the watch as leased and the result."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime
+from typing import Any
+
+from relay.events import NOT_FOUND, WATCH_EXPIRED, is_terminal
+from relay.schedule import Limits, PollPolicy
+from relay.store import iso
+from relay.varg import Outcome, PollResult
+
+ERROR_BACKOFF_CAP = 300.0  # an upstream in trouble is retried at least every 5 minutes
+
+
+def parse_time(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def error_backoff(failures: int, limits: Limits, rng: random.Random | None = None) -> float:
+    """Exponential with ±20% jitter, from the minimum interval up to a cap."""
+    base = min(ERROR_BACKOFF_CAP, limits.min_interval * 2.0 ** min(failures, 16))
+    return max(limits.min_interval, base * (1 + (rng or random).uniform(-0.2, 0.2)))
+
+
+def decide(
+    job_id: str, token: str, watch: dict[str, str], result: PollResult, now: float,
+    limits: Limits, policy: PollPolicy,
+) -> dict[str, Any]:
+    """The write-back for one job: what to record, whether the watch ends, when to poll next."""
+    decision: dict[str, Any] = {
+        "job_id": job_id, "token": token, "status": None, "job": None, "end_watch": False,
+        "first_404": "", "failures": 0, "observed_at": now, "observed_iso": iso(now),
+        "last_polled_at": now, "delay": limits.min_interval,
+    }
+    if result.outcome is Outcome.ok and result.job is not None:
+        _observed(decision, result.job, watch, now, limits, policy)
+    elif result.outcome is Outcome.not_found:
+        _not_found(decision, watch, now, limits)
+    else:
+        failures = int(watch.get("failures") or 0) + 1
+        decision["failures"] = failures
+        decision["delay"] = error_backoff(failures, limits)
+        if result.outcome is Outcome.rate_limited and result.retry_after:
+            decision["delay"] = max(decision["delay"], result.retry_after)
+    _expire_if_overdue(decision, watch, now)
+    return decision
+
+
+def _observed(
+    decision: dict[str, Any], job: dict[str, Any], watch: dict[str, str], now: float,
+    limits: Limits, policy: PollPolicy,
+) -> None:
+    status = str(job["status"])
+    decision.update(
+        status=status, job=json.dumps(job, separators=(",", ":")), model=job["model"],
+        created_at=job["created_at"], end_watch=is_terminal(status),
+    )
+    created = parse_time(job["created_at"]) or float(watch.get("started_at") or now)
+    decision["delay"] = policy.next_delay(str(job["model"]), status, now - created, limits)
+
+
+def _not_found(decision: dict[str, Any], watch: dict[str, str], now: float, limits: Limits) -> None:
+    first = float(watch.get("first_404") or now)
+    decision["first_404"] = first
+    decision["failures"] = int(watch.get("failures") or 0)
+    remaining = first + limits.not_found_grace - now
+    if remaining <= 0:
+        decision.update(status=NOT_FOUND, job=watch.get("job") or None, end_watch=True)
+    else:
+        # A job id handed over before Varg has stored it shows up within seconds: look often.
+        decision["delay"] = min(remaining, max(limits.min_interval, (now - first) / 4 + 1))
+
+
+def _expire_if_overdue(decision: dict[str, Any], watch: dict[str, str], now: float) -> None:
+    deadline = float(watch.get("deadline") or "inf")
+    if not decision["end_watch"] and now >= deadline:
+        decision.update(status=WATCH_EXPIRED, end_watch=True)
+        decision["job"] = decision["job"] or watch.get("job") or None

@@ -1,0 +1,246 @@
+"""Everything the relay keeps, in one Redis, behind named operations.
+
+Keys (all under `vr:`; the Lua scripts in `relay/lua/` use the same names, so the store needs a
+single Redis, not a cluster):
+
+    sub:{sid}        hash   a subscription; timestamps are Unix seconds
+    dedupe:{sha}     string the live subscription with that owner, job, url and events
+    owner:{owner}    zset   the owner's subscription ids, in id (creation) order
+    jobsubs:{job}    set    active subscriptions that still want events from the job
+    jobsuball:{job}  set    every retained subscription of the job
+    watch:{job}      hash   the relay's view of the job: status, job JSON, lease, counters
+    due              zset   watched job ids by next poll time
+    msg:{mid}        hash   a delivery: event body, status, next attempt
+    attempts:{mid}   list   the delivery's attempts, as JSON
+    outbox:{sid}     list   undelivered events of a subscription, oldest first
+    msgs:{sid}       list   every event of a subscription, oldest first
+    outboxes         set    subscriptions whose outbox is not empty (for the sweeper)
+    finished         zset   finished subscriptions by finish time (for retention)
+    rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+P = "vr:"
+DUE = P + "due"
+OUTBOXES = P + "outboxes"
+FINISHED = P + "finished"
+RL_WINDOW = P + "rl:window"
+RL_PACE = P + "rl:pace"
+PAUSE = P + "pause"
+UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
+WATCH_FIELDS = (
+    "status", "model", "created_at", "started_at", "deadline", "first_404",
+    "failures", "polls", "last_polled_at", "job",
+)
+
+
+def iso(epoch: float | str | None) -> str | None:
+    if epoch in (None, ""):
+        return None
+    moment = datetime.fromtimestamp(float(epoch), UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _script(name: str) -> str:
+    return resources.files("relay").joinpath(f"lua/{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class LeasedJob:
+    job_id: str
+    fields: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lease:
+    now: float  # Redis time when the lease was taken
+    wait: float  # when no job was leased: seconds until one may be
+    jobs: list[LeasedJob]
+
+
+@dataclass(frozen=True)
+class Budget:
+    limit: int  # requests per window
+    window: float  # seconds
+    pace: float  # seconds between requests, on average
+
+
+class Store:
+    def __init__(self, redis: Redis) -> None:
+        # redis-py's stubs type async commands as `Awaitable[T] | T`; Any keeps that noise out.
+        self.redis: Any = redis
+        self._subscribe = redis.register_script(_script("subscribe"))
+        self._lease = redis.register_script(_script("lease"))
+        self._record = redis.register_script(_script("record"))
+        self._attempt = redis.register_script(_script("attempt"))
+        self._delete = redis.register_script(_script("delete"))
+        self._resend = redis.register_script(_script("resend"))
+
+    # --- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(
+        self, sid: str, owner: str, job_id: str, url: str, events: list[str],
+        metadata: dict[str, Any], watch_timeout: float,
+    ) -> tuple[str, bool]:
+        dedupe = hashlib.sha256(
+            json.dumps([owner, job_id, url, sorted(events)]).encode()
+        ).hexdigest()
+        keys = [
+            P + f"dedupe:{dedupe}", P + f"sub:{sid}", P + f"owner:{owner}",
+            P + f"jobsubs:{job_id}", P + f"jobsuball:{job_id}", P + f"watch:{job_id}", DUE,
+        ]
+        args = [sid, owner, job_id, url, json.dumps(events), json.dumps(metadata), watch_timeout]
+        found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
+        return str(found), bool(created)
+
+    async def subscription(self, sid: str) -> dict[str, str] | None:
+        sub: dict[str, str] = await self.redis.hgetall(P + f"sub:{sid}")
+        return sub or None
+
+    async def subscriptions(self, sids: list[str]) -> list[dict[str, str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hgetall(P + f"sub:{sid}")
+            found: list[dict[str, str]] = await pipe.execute()
+        return [sub for sub in found if sub]
+
+    async def owner_page(self, owner: str, after: str | None, limit: int) -> list[str]:
+        start = f"({after}" if after else "-"
+        ids: list[str] = await self.redis.zrangebylex(
+            P + f"owner:{owner}", start, "+", start=0, num=limit
+        )
+        return ids
+
+    async def job_subscription_ids(self, job_id: str) -> list[str]:
+        return sorted(await self.redis.smembers(P + f"jobsuball:{job_id}"))
+
+    async def delete(self, sid: str) -> None:
+        keys = [P + f"sub:{sid}", P + f"outbox:{sid}", OUTBOXES]
+        await self._delete(keys=keys, args=[sid])
+
+    # --- deliveries ----------------------------------------------------------------------
+
+    async def delivery_ids(self, sid: str) -> list[str]:
+        ids: list[str] = await self.redis.lrange(P + f"msgs:{sid}", 0, -1)
+        return ids
+
+    async def deliveries(self, mids: list[str]) -> list[tuple[dict[str, str], list[str]]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in mids:
+                pipe.hgetall(P + f"msg:{mid}")
+                pipe.lrange(P + f"attempts:{mid}", 0, -1)
+            found = await pipe.execute()
+        pairs = zip(found[::2], found[1::2], strict=True)
+        return [(msg, attempts) for msg, attempts in pairs if msg]
+
+    async def resend(self, mid: str, sid: str) -> bool:
+        keys = [P + f"msg:{mid}", P + f"outbox:{sid}", P + f"attempts:{mid}", OUTBOXES]
+        return bool(await self._resend(keys=keys, args=[mid, sid]))
+
+    async def outbox_head(self, sid: str) -> tuple[dict[str, str], dict[str, str], int] | None:
+        """The oldest undelivered event of a subscription, the subscription, and attempts so far."""
+        mid = await self.redis.lindex(P + f"outbox:{sid}", 0)
+        if mid is None:
+            return None
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(P + f"msg:{mid}")
+            pipe.hgetall(P + f"sub:{sid}")
+            pipe.llen(P + f"attempts:{mid}")
+            msg, sub, attempts = await pipe.execute()
+        if not msg:  # retention removed it under us; drop the dangling id
+            await self.redis.lrem(P + f"outbox:{sid}", 1, mid)
+            return await self.outbox_head(sid)
+        return msg, sub, int(attempts)
+
+    async def record_attempt(
+        self, msg: dict[str, str], attempt: dict[str, Any], outcome: str, next_at: float | None
+    ) -> None:
+        mid, sid = msg["id"], msg["sub_id"]
+        keys = [P + f"msg:{mid}", P + f"outbox:{sid}", P + f"sub:{sid}", P + f"attempts:{mid}",
+                OUTBOXES]
+        args = [mid, json.dumps(attempt), outcome, "" if next_at is None else next_at]
+        await self._attempt(keys=keys, args=args)
+
+    async def pending_outboxes(self) -> list[str]:
+        return sorted(await self.redis.smembers(OUTBOXES))
+
+    # --- watches and polling -------------------------------------------------------------
+
+    async def watch(self, job_id: str) -> dict[str, str] | None:
+        watch: dict[str, str] = await self.redis.hgetall(P + f"watch:{job_id}")
+        return watch or None
+
+    async def lease(self, batch: int, lease_s: float, token: str, budget: Budget) -> Lease:
+        keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
+        args = [batch, lease_s, token, budget.limit, budget.window, budget.pace]
+        raw: list[str] = await self._lease(keys=keys, args=args)  # type: ignore[arg-type]
+        width = len(WATCH_FIELDS) + 1
+        jobs = [
+            LeasedJob(raw[i], dict(zip(WATCH_FIELDS, raw[i + 1 : i + width], strict=True)))
+            for i in range(2, len(raw), width)
+        ]
+        return Lease(float(raw[0]), float(raw[1]), jobs)
+
+    async def record(self, decisions: list[dict[str, Any]], retention: float) -> list[str]:
+        if not decisions:
+            return []
+        kicked: list[str] = await self._record(
+            keys=[DUE, OUTBOXES], args=[json.dumps(decisions), retention]
+        )
+        return kicked
+
+    async def pause_upstream(self, seconds: float) -> None:
+        """Every worker stops polling for `seconds` (a 429's Retry-After, or a refused key)."""
+        millis = max(1, int(seconds * 1000))
+        current = await self.redis.pttl(PAUSE)
+        if current < millis:
+            await self.redis.set(PAUSE, "1", px=millis)
+
+    async def set_upstream_unauthorized(self, seconds: float) -> None:
+        await self.redis.set(UPSTREAM_UNAUTHORIZED, "1", ex=max(1, int(seconds)))
+
+    async def clear_upstream_unauthorized(self) -> None:
+        await self.redis.delete(UPSTREAM_UNAUTHORIZED)
+
+    async def upstream_unauthorized(self) -> bool:
+        return bool(await self.redis.exists(UPSTREAM_UNAUTHORIZED))
+
+    async def due_counts(self, now: float) -> tuple[int, int]:
+        """(watched jobs, jobs whose poll time has passed)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(DUE)
+            pipe.zcount(DUE, "-inf", now)
+            total, due = await pipe.execute()
+        return int(total), int(due)
+
+    # --- retention -----------------------------------------------------------------------
+
+    async def purge_finished(self, before: float, limit: int = 500) -> int:
+        """Forget subscriptions (and their delivery logs) that finished before `before`."""
+        sids: list[str] = await self.redis.zrangebyscore(FINISHED, "-inf", before, 0, limit)
+        for sid in sids:
+            await self._purge(sid)
+        return len(sids)
+
+    async def _purge(self, sid: str) -> None:
+        sub = await self.subscription(sid)
+        mids = await self.delivery_ids(sid)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for mid in mids:
+                pipe.delete(P + f"msg:{mid}", P + f"attempts:{mid}")
+            pipe.delete(P + f"sub:{sid}", P + f"msgs:{sid}", P + f"outbox:{sid}")
+            if sub:
+                pipe.zrem(P + f"owner:{sub['owner']}", sid)
+                pipe.srem(P + f"jobsuball:{sub['job_id']}", sid)
+            pipe.zrem(FINISHED, sid)
+            await pipe.execute()

@@ -1,0 +1,109 @@
+"""Input rules of the relay API (contract §4), as pure functions raising ValidationError."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from relay.errors import ValidationError
+from relay.events import ALL_EVENTS
+from relay.urls import UnsafeURL, validate_url_syntax
+
+JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+METADATA_MAX_BYTES = 4096
+BODY_MAX_BYTES = 64 * 1024
+PAGE_DEFAULT, PAGE_MAX = 20, 100
+SUBSCRIPTION_FIELDS = {"job_id", "url", "events", "metadata"}
+
+
+@dataclass(frozen=True)
+class NewSubscription:
+    job_id: str
+    url: str
+    events: list[str]
+    metadata: dict[str, Any]
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(raw, parse_constant=_no_constants)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ValidationError("the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object")
+    return body
+
+
+def new_subscription(body: dict[str, Any]) -> NewSubscription:
+    unknown = sorted(set(body) - SUBSCRIPTION_FIELDS)
+    if unknown:
+        raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
+    return NewSubscription(
+        job_id=job_id(body.get("job_id")),
+        url=callback_url(body.get("url")),
+        events=events(body.get("events")),
+        metadata=metadata(body.get("metadata")),
+    )
+
+
+def job_id(value: Any, field: str = "job_id") -> str:
+    if not isinstance(value, str) or not JOB_ID.match(value) or set(value) == {"."}:
+        raise ValidationError(
+            "job_id must be 1-128 characters of letters, digits and _ . : -", field=field
+        )
+    return value
+
+
+def callback_url(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError("url is required and must be a string", field="url")
+    try:
+        return validate_url_syntax(value)
+    except UnsafeURL as exc:
+        raise ValidationError(str(exc), field="url") from None
+
+
+def events(value: Any) -> list[str]:
+    if value is None:
+        return [str(e) for e in ALL_EVENTS]
+    known = {str(e) for e in ALL_EVENTS}
+    if not isinstance(value, list) or not value:
+        raise ValidationError("events must be a non-empty list of event types", field="events")
+    for item in value:
+        if item not in known:
+            raise ValidationError(
+                f"unknown event type {item!r}; known: {', '.join(sorted(known))}", field="events"
+            )
+    return list(dict.fromkeys(value))
+
+
+def metadata(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError("metadata must be a JSON object", field="metadata")
+    if len(json.dumps(value, separators=(",", ":")).encode()) > METADATA_MAX_BYTES:
+        raise ValidationError("metadata must be at most 4 KiB of JSON", field="metadata")
+    return value
+
+
+def page_limit(value: str | None) -> int:
+    if value is None:
+        return PAGE_DEFAULT
+    if not value.isdigit() or not 1 <= int(value) <= PAGE_MAX:
+        raise ValidationError(f"limit must be a whole number from 1 to {PAGE_MAX}", field="limit")
+    return int(value)
+
+
+def cursor(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if not re.match(r"^sub_[0-9A-Z]{26}$", value):
+        raise ValidationError("cursor is not one this API returned", field="cursor")
+    return value

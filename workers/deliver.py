@@ -1,0 +1,76 @@
+"""The delivery chain: one arq job per subscription drains its outbox, oldest event first.
+
+The job id is `deliver:{sid}`, so arq runs at most one chain per subscription; that is what
+keeps events in order. A failed attempt raises `Retry(defer=...)`, which keeps the chain (and
+with it the subscription's place in line) until the next attempt is due.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from arq import Retry
+from arq.connections import ArqRedis
+
+from relay.delivery import Attempt, send
+from relay.retry import retry_delay
+from workers.resources import DELIVERY_QUEUE, Resources
+
+MARGIN = 5.0  # seconds kept free at the end of a chain's run, for recording the last attempt
+
+
+def job_timeout(delivery_timeout: float) -> float:
+    """Room for at least two attempts; arq's in-progress lease is this plus 10 s."""
+    return 2 * delivery_timeout + 2 * MARGIN
+
+
+async def kick(redis: ArqRedis, sid: str, defer: float = 0.0) -> None:
+    """Start the subscription's chain unless one is queued or running (arq drops the duplicate)."""
+    await redis.enqueue_job(
+        "deliver", sid, _job_id=f"deliver:{sid}", _queue_name=DELIVERY_QUEUE,
+        _defer_by=defer if defer > 0 else None,
+    )
+
+
+async def deliver(ctx: dict[str, Any], sid: str) -> None:
+    res: Resources = ctx["resources"]
+    budget_end = time.monotonic() + job_timeout(res.settings.delivery_timeout)
+    while (head := await res.store.outbox_head(sid)) is not None:
+        msg, sub, attempts = head
+        if sub.get("state") == "deleted":
+            return
+        wait = float(msg["next_attempt_at"] or 0) - time.time()
+        if wait > 0:
+            raise Retry(defer=wait)
+        if time.monotonic() + res.settings.delivery_timeout + MARGIN > budget_end:
+            raise Retry(defer=0)  # continue in a fresh run, within arq's timeout
+        await attempt_once(res, msg, sub, attempts)
+
+
+async def attempt_once(
+    res: Resources, msg: dict[str, str], sub: dict[str, str], attempts: int
+) -> None:
+    settings = res.settings
+    attempt = await send(
+        res.delivery_http, sub["url"], msg["id"], msg["body"].encode(),
+        settings.signing_secrets, settings.delivery_timeout, settings.allow_private_callbacks,
+    )
+    outcome, delay = classify(attempt, attempts + 1 - int(msg.get("retry_base") or 0),
+                              settings.retry_schedule)
+    next_at = None if delay is None else time.time() + delay
+    await res.store.record_attempt(msg, attempt.record(), outcome, next_at)
+    if delay is not None:
+        raise Retry(defer=delay)
+
+
+def classify(
+    attempt: Attempt, failures: int, schedule: tuple[float, ...]
+) -> tuple[str, float | None]:
+    """(outcome, seconds until the next try) after an attempt; `failures` counts this one."""
+    if attempt.succeeded:
+        return "succeeded", None
+    if attempt.gone:
+        return "disabled", None
+    delay = retry_delay(failures, schedule, attempt.failure())
+    return ("failed", None) if delay is None else ("retry", delay)

@@ -1,0 +1,141 @@
+"""The poll loop each worker runs beside its arq jobs.
+
+Not an arq job per poll: a worker leases a batch of due jobs (one Lua call that also takes
+the deployment-wide budget), polls them concurrently, and writes every result back in one
+more call. A lease that is never written back (the worker died) expires by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from relay import metrics
+from relay.polling import decide
+from relay.schedule import Limits, PollPolicy
+from relay.store import Budget, Lease, LeasedJob
+from relay.varg import Outcome, PollResult
+from workers.resources import Resources
+
+log = logging.getLogger("relay.poller")
+
+LEASE_SECONDS = 30.0  # longer than an upstream request can take (10 s timeout)
+IDLE_WAIT_CAP = 0.25  # a new registration makes a job due at once: look again this often
+WINDOW_MARGIN = 1.0  # count the budget over 61 s so a late request cannot spill into a minute
+UNAUTHORIZED_PAUSE = 30.0
+DEFAULT_429_PAUSE = 10.0
+
+Kick = Callable[[str], Awaitable[None]]
+
+
+class Poller:
+    def __init__(self, res: Resources, kick: Kick, policy: PollPolicy | None = None) -> None:
+        self.res = res
+        self.kick = kick
+        self.policy = policy or PollPolicy()
+        s = res.settings
+        self.limits = Limits(s.not_found_grace, s.poll_min_interval, s.poll_max_interval)
+        self.budget = Budget(s.upstream_rate_limit, 60.0 + WINDOW_MARGIN,
+                             60.0 / s.upstream_rate_limit)
+        self._stopping = asyncio.Event()
+        self._unauthorized = False
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                wait = await self.step()
+            except Exception:
+                log.exception("poll step failed; retrying")
+                wait = 1.0
+            if wait > 0:
+                await self._sleep(min(wait, IDLE_WAIT_CAP))
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def step(self) -> float:
+        """Lease, poll, record. Returns how long to wait before the next step."""
+        token = secrets.token_hex(8)
+        lease = await self.res.store.lease(
+            self.res.settings.poll_batch_size, LEASE_SECONDS, token, self.budget
+        )
+        if not lease.jobs:
+            return lease.wait
+        started = time.monotonic()
+        results = await asyncio.gather(*(self.res.varg.get_job(j.job_id) for j in lease.jobs))
+        now = lease.now + (time.monotonic() - started)
+        decisions = [
+            decide(j.job_id, token, j.fields, r, now, self.limits, self.policy)
+            for j, r in zip(lease.jobs, results, strict=True)
+        ]
+        kicked = await self.res.store.record(decisions, self.res.settings.retention)
+        await self._after_batch(lease, results)
+        for sid in dict.fromkeys(kicked):
+            await self.kick(sid)
+        return 0.0
+
+    async def _after_batch(self, lease: Lease, results: list[PollResult]) -> None:
+        for job, result in zip(lease.jobs, results, strict=True):
+            self._observe(job, result)
+        outcomes = {r.outcome for r in results}
+        if Outcome.rate_limited in outcomes:
+            pause = max((r.retry_after or DEFAULT_429_PAUSE) for r in results
+                        if r.outcome is Outcome.rate_limited)
+            log.warning("upstream rate limit hit; every worker pauses %.1fs", pause)
+            await self.res.store.pause_upstream(pause)
+        await self._auth_state(outcomes)
+        await self._respect_rate_headers(results)
+
+    def _observe(self, job: LeasedJob, result: PollResult) -> None:
+        metrics.POLLS.labels(result.outcome.value).inc()
+        metrics.UPSTREAM_LATENCY.observe(result.duration)
+        if result.outcome is Outcome.ok and result.status != (job.fields.get("status") or None):
+            log.info("job %s is %s", job.job_id, result.status,
+                     extra={"job_id": job.job_id, "status": result.status})
+        elif result.outcome not in (Outcome.ok, Outcome.not_found):
+            log.warning("poll of %s: %s (HTTP %s)", job.job_id, result.outcome.value,
+                        result.status_code, extra={"job_id": job.job_id})
+
+    async def _auth_state(self, outcomes: set[Outcome]) -> None:
+        if Outcome.unauthorized in outcomes:
+            if not self._unauthorized:
+                log.error("upstream: unauthorized (VARG_API_KEY refused); polling backs off")
+            self._unauthorized = True
+            await self.res.store.set_upstream_unauthorized(4 * UNAUTHORIZED_PAUSE)
+            await self.res.store.pause_upstream(UNAUTHORIZED_PAUSE)
+        elif self._unauthorized and Outcome.ok in outcomes:
+            log.info("upstream: authorized again")
+            self._unauthorized = False
+            await self.res.store.clear_upstream_unauthorized()
+
+    async def _respect_rate_headers(self, results: list[PollResult]) -> None:
+        """When Varg says the key's budget is spent (the user's product shares it), wait."""
+        for result in results:
+            pause = rate_header_pause(result.rate_headers, time.time())
+            if pause:
+                log.warning("upstream budget spent per X-RateLimit headers; pausing %.1fs", pause)
+                await self.res.store.pause_upstream(pause)
+                return
+
+
+def rate_header_pause(headers: dict[str, str], now: float) -> float | None:
+    """Seconds to pause when `X-RateLimit-Remaining` is 0, until `X-RateLimit-Reset`."""
+    try:
+        remaining = int(headers["x-ratelimit-remaining"])
+        reset = float(headers.get("x-ratelimit-reset", "1"))
+    except (KeyError, ValueError):
+        return None
+    if remaining > 0:
+        return None
+    # Reset is either a Unix time or a number of seconds; both are seen in the wild.
+    seconds = reset - now if reset > 1_000_000_000 else reset
+    return min(max(seconds, 0.5), 60.0)

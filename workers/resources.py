@@ -1,0 +1,52 @@
+"""What a worker process opens once at start-up and shares between its jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from redis.asyncio import Redis
+
+from config import Settings
+from relay.store import Store
+from relay.varg import VargClient, new_http_client
+
+DELIVERY_QUEUE = "vr:deliveries"
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    redis: Redis
+    store: Store
+    varg: VargClient
+    upstream_http: httpx.AsyncClient
+    delivery_http: httpx.AsyncClient
+
+
+def open_resources(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> Resources:
+    redis = Redis.from_url(settings.redis_url, decode_responses=True)
+    upstream = new_http_client(transport)
+    # Deliveries go to many hosts: keep fewer idle connections per host, never follow redirects.
+    delivery = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.delivery_timeout),
+        limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
+        follow_redirects=False,
+        transport=transport,
+    )
+    return Resources(
+        settings=settings,
+        redis=redis,
+        store=Store(redis),
+        varg=VargClient(settings.varg_api_url, settings.varg_api_key, upstream),
+        upstream_http=upstream,
+        delivery_http=delivery,
+    )
+
+
+async def close_resources(resources: Resources) -> None:
+    await resources.upstream_http.aclose()
+    await resources.delivery_http.aclose()
+    await resources.redis.aclose()

@@ -1,0 +1,89 @@
+"""arq's `WorkerSettings`, built from `Settings` by a factory.
+
+`arq workers.WorkerSettings` works too: `workers/__init__.py` builds the class from the
+environment when arq asks for it, not when the module is imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from arq import cron, func
+from arq.connections import RedisSettings
+
+from config import Settings
+from config.settings import secrets_of
+from relay.logs import configure_logging
+from workers.deliver import deliver, job_timeout, kick
+from workers.poll import Poller
+from workers.resources import DELIVERY_QUEUE, close_resources, open_resources
+from workers.sweep import sweep
+
+log = logging.getLogger("relay.worker")
+SWEEP_EVERY = 5  # seconds
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    settings.require("signing_secrets", "varg_api_key")
+    res = open_resources(settings, ctx.get("transport"))
+    arq = ctx["redis"]
+
+    async def kick_chain(sid: str) -> None:
+        await kick(arq, sid)
+
+    poller = Poller(res, kick_chain)
+    ctx["resources"], ctx["poller"] = res, poller
+    ctx["poller_task"] = asyncio.create_task(poller.run(), name="poller")
+    start_metrics_server(settings.metrics_port)
+    log.info("worker started: upstream %s, budget %d/min", settings.varg_api_url,
+             settings.upstream_rate_limit)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    """Finish the poll batch in flight (its leases would otherwise wait to expire)."""
+    if "poller" in ctx:
+        ctx["poller"].stop()
+        await ctx["poller_task"]
+    if "resources" in ctx:
+        await close_resources(ctx["resources"])
+    log.info("worker stopped")
+
+
+def start_metrics_server(port: int) -> None:
+    if port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(port)
+        except OSError as exc:
+            log.warning("metrics port %d unavailable (%s); metrics off for this worker", port, exc)
+
+
+def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
+    """Keyword arguments for `arq.Worker`, from settings."""
+    timeout = job_timeout(settings.delivery_timeout)
+    return {
+        "functions": [func(deliver, name="deliver", keep_result=0, timeout=timeout,
+                           max_tries=1_000_000)],
+        "cron_jobs": [cron(sweep, name="sweep", second=set(range(0, 60, SWEEP_EVERY)),
+                           run_at_startup=True, timeout=60, keep_result=0)],
+        "queue_name": DELIVERY_QUEUE,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.delivery_concurrency,
+        "keep_result": 0,
+        "poll_delay": 0.1,
+        "health_check_interval": 10,
+        # On SIGTERM, stop taking jobs and let attempts in flight finish before cancelling.
+        "job_completion_wait": int(settings.delivery_timeout + 5),
+        "ctx": {"settings": settings, **ctx},
+    }
+
+
+def build_worker_settings(settings: Settings) -> type:
+    configure_logging(settings.log_level, settings.log_format, secrets_of(settings))
+    return type("WorkerSettings", (), worker_options(settings))
