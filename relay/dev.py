@@ -76,7 +76,7 @@ async def run_dev(host: str, port: int, sim_port: int) -> None:
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     tasks.append(asyncio.create_task(worker.async_run()))
     print(banner(settings.api_tokens[0], settings.signing_secrets[0], host, port, sim_port,
-                 env["REDIS_URL"]), flush=True)
+                 settings.redis_url), flush=True)
     await stop.wait()
     log.info("stopping")
     for server in servers:

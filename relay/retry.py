@@ -18,7 +18,9 @@ class Failure:
 
 
 def retry_delay(
-    failures: int, schedule: tuple[float, ...], failure: Failure,
+    failures: int,
+    schedule: tuple[float, ...],
+    failure: Failure,
     rng: random.Random | None = None,
 ) -> float | None:
     """Seconds to wait after the `failures`-th failed attempt, or None when the schedule is spent."""
