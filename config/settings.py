@@ -49,6 +49,13 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"not a boolean: {text!r} (use true or false)")
 
 
+def parse_positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"must be longer than zero, got {text!r}")
+    return seconds
+
+
 def parse_positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -70,12 +77,27 @@ def parse_secrets(text: str) -> tuple[str, ...]:
     return secrets
 
 
+def parse_credential(text: str) -> str:
+    """A key or token that goes into an Authorization header: no inner spaces or controls."""
+    value = text.strip()
+    if not value.isascii() or not value.isprintable() or " " in value:
+        raise ValueError("must be printable ASCII without spaces")
+    return value
+
+
 def parse_tokens(text: str) -> tuple[str, ...]:
-    return tuple(token.strip() for token in text.split(",") if token.strip())
+    return tuple(parse_credential(token) for token in text.split(",") if token.strip())
+
+
+def parse_port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"must be a port from 0 to 65535, got {value}")
+    return value
 
 
 def parse_url(text: str) -> str:
-    if not re.match(r"^https?://[^/\s]+", text):
+    if not re.fullmatch(r"https?://[^/\s]+(/\S*)?", text):
         raise ValueError(f"not an http(s) URL: {text!r}")
     return text.rstrip("/")
 
@@ -110,7 +132,8 @@ class Settings:
         "VARG_API_URL", "https://api.varg.ai/v1", parse_url, "upstream base URL"
     )
     varg_api_key: str | None = _setting(
-        "VARG_API_KEY", None, str, "upstream key; never logged, never returned by the API"
+        "VARG_API_KEY", None, parse_credential,
+        "upstream key; never logged, never returned by the API",
     )
     redis_url: str = _setting(
         "REDIS_URL", "redis://localhost:6379/0", parse_redis_url,
@@ -133,14 +156,14 @@ class Settings:
         "allow callbacks to loopback/private addresses (dev, tests)",
     )
     delivery_timeout: float = _setting(
-        "RELAY_DELIVERY_TIMEOUT", "15", parse_duration, "seconds for one webhook attempt"
+        "RELAY_DELIVERY_TIMEOUT", "15", parse_positive_duration, "seconds for one webhook attempt"
     )
     retry_schedule: tuple[float, ...] = _setting(
         "RELAY_RETRY_SCHEDULE", "5s,5m,30m,2h,5h,10h,10h", parse_schedule,
         "delays between delivery attempts",
     )
     watch_timeout: float = _setting(
-        "RELAY_WATCH_TIMEOUT", "2h", parse_duration,
+        "RELAY_WATCH_TIMEOUT", "2h", parse_positive_duration,
         "stop watching a job that has not reached a terminal status",
     )
     not_found_grace: float = _setting(
@@ -148,15 +171,15 @@ class Settings:
         "how long a 404 may persist before `job.not_found`",
     )
     retention: float = _setting(
-        "RELAY_RETENTION", "7d", parse_duration,
+        "RELAY_RETENTION", "7d", parse_positive_duration,
         "how long finished subscriptions and delivery logs are kept",
     )
     poll_min_interval: float = _setting(
-        "RELAY_POLL_MIN_INTERVAL", "1s", parse_duration,
+        "RELAY_POLL_MIN_INTERVAL", "1s", parse_positive_duration,
         "shortest gap between two polls of one job (extension)",
     )
     poll_max_interval: float = _setting(
-        "RELAY_POLL_MAX_INTERVAL", "60s", parse_duration,
+        "RELAY_POLL_MAX_INTERVAL", "60s", parse_positive_duration,
         "longest gap between two polls of a live job when the budget allows (extension)",
     )
     poll_batch_size: int = _setting(
@@ -168,7 +191,7 @@ class Settings:
         "webhook deliveries one worker runs at once (extension)",
     )
     metrics_port: int = _setting(
-        "RELAY_METRICS_PORT", "9100", int,
+        "RELAY_METRICS_PORT", "9100", parse_port,
         "worker's Prometheus port; 0 turns it off (extension)",
     )
     log_level: str = _setting(

@@ -98,3 +98,7 @@ def run_simulate(args: argparse.Namespace) -> None:
                            rate_limit=args.rate_limit)
     print(f"Varg simulator on http://{args.host}:{args.port}/v1", flush=True)
     asyncio.run(_serve_until_signal(http_server(app, args.host, args.port)))
+
+
+if __name__ == "__main__":
+    main()

@@ -58,5 +58,6 @@ def configure_logging(level: str, fmt: str, secrets: tuple[str, ...] = ()) -> No
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore"):
+    # arq logs every job run; our own lines say more, so it speaks only of problems.
+    for noisy in ("httpx", "httpcore", "arq.worker", "arq.jobs"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only add noise to every scrape
 
 POLLS = Counter("relay_polls_total", "Upstream polls by outcome", ["outcome"])
 UPSTREAM_LATENCY = Histogram(

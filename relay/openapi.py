@@ -186,6 +186,8 @@ PATHS: dict[str, Any] = {
     "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {
         "200": {"description": "Prometheus text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+    "/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {
+        "200": _json({"type": "object"}, "this OpenAPI 3.1 document")}}},
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from relay.events import NOT_FOUND, WATCH_EXPIRED, is_terminal
@@ -19,15 +19,18 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         return None
+    # Without an offset the time is UTC (Varg's own are), never the worker's local time.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def error_backoff(failures: int, limits: Limits, rng: random.Random | None = None) -> float:
-    """Exponential with ±20% jitter, from the minimum interval up to a cap."""
-    base = min(ERROR_BACKOFF_CAP, limits.min_interval * 2.0 ** min(failures, 16))
-    return max(limits.min_interval, base * (1 + (rng or random).uniform(-0.2, 0.2)))
+    """Exponential with ±20% jitter, from the minimum interval up to a cap (jitter included)."""
+    base = limits.min_interval * 2.0 ** min(failures, 16)
+    jittered = base * (1 + (rng or random).uniform(-0.2, 0.2))
+    return max(limits.min_interval, min(ERROR_BACKOFF_CAP, jittered))
 
 
 def decide(

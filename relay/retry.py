@@ -23,7 +23,7 @@ def retry_delay(
     failure: Failure,
     rng: random.Random | None = None,
 ) -> float | None:
-    """Seconds to wait after the `failures`-th failed attempt, or None when the schedule is spent."""
+    """Seconds to wait after failed attempt number `failures`; None once the schedule is spent."""
     if failures > len(schedule):
         return None
     delay = schedule[failures - 1] * (1 + (rng or random).uniform(-JITTER, JITTER))

@@ -15,11 +15,12 @@ class Limits:
 # Typical run time in seconds by kind of model, until a model has history of its own.
 PRIOR_SECONDS = {"image": 10.0, "speech": 20.0, "music": 60.0, "video": 120.0}
 DEFAULT_PRIOR = 60.0
+# Most specific output first: "kling-video/image-to-video" is a video, "elevenlabs:music" music.
 _KIND_HINTS = {
-    "image": ("flux", "image", "sdxl", "imagen", "recraft", "ideogram", "seedream", "nano-banana"),
-    "speech": ("tts", "speech", "voice", "eleven", "whisper"),
-    "music": ("music", "suno", "udio", "song", "sfx", "audio"),
     "video": ("video", "kling", "veo", "sora", "wan", "hailuo", "runway", "luma", "seedance"),
+    "music": ("music", "suno", "udio", "song", "sfx", "audio"),
+    "speech": ("tts", "speech", "voice", "eleven", "whisper"),
+    "image": ("flux", "image", "sdxl", "imagen", "recraft", "ideogram", "seedream", "nano-banana"),
 }
 
 

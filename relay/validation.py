@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,8 @@ from relay.errors import ValidationError
 from relay.events import ALL_EVENTS
 from relay.urls import UnsafeURL, validate_url_syntax
 
-JOB_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+CURSOR = re.compile(r"sub_[0-9A-Z]{26}")
 METADATA_MAX_BYTES = 4096
 BODY_MAX_BYTES = 64 * 1024
 PAGE_DEFAULT, PAGE_MAX = 20, 100
@@ -26,13 +28,26 @@ class NewSubscription:
     metadata: dict[str, Any]
 
 
+def _shown(value: Any, limit: int = 64) -> str:
+    """`repr(value)` cut short: error messages must not echo large inputs back."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses to inf, which cannot be sent back as JSON
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw, parse_constant=_no_constants)
+        body = json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ValidationError("the body is not valid JSON") from None
     if not isinstance(body, dict):
@@ -43,7 +58,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
 def new_subscription(body: dict[str, Any]) -> NewSubscription:
     unknown = sorted(set(body) - SUBSCRIPTION_FIELDS)
     if unknown:
-        raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
+        raise ValidationError(f"unknown field {_shown(unknown[0])}", field=unknown[0])
     return NewSubscription(
         job_id=job_id(body.get("job_id")),
         url=callback_url(body.get("url")),
@@ -53,7 +68,7 @@ def new_subscription(body: dict[str, Any]) -> NewSubscription:
 
 
 def job_id(value: Any, field: str = "job_id") -> str:
-    if not isinstance(value, str) or not JOB_ID.match(value) or set(value) == {"."}:
+    if not isinstance(value, str) or not JOB_ID.fullmatch(value) or set(value) == {"."}:
         raise ValidationError(
             "job_id must be 1-128 characters of letters, digits and _ . : -", field=field
         )
@@ -76,9 +91,10 @@ def events(value: Any) -> list[str]:
     if not isinstance(value, list) or not value:
         raise ValidationError("events must be a non-empty list of event types", field="events")
     for item in value:
-        if item not in known:
+        if not isinstance(item, str) or item not in known:
             raise ValidationError(
-                f"unknown event type {item!r}; known: {', '.join(sorted(known))}", field="events"
+                f"unknown event type {_shown(item)}; known: {', '.join(sorted(known))}",
+                field="events",
             )
     return list(dict.fromkeys(value))
 
@@ -96,7 +112,7 @@ def metadata(value: Any) -> dict[str, Any]:
 def page_limit(value: str | None) -> int:
     if value is None:
         return PAGE_DEFAULT
-    if not value.isdigit() or not 1 <= int(value) <= PAGE_MAX:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= PAGE_MAX:
         raise ValidationError(f"limit must be a whole number from 1 to {PAGE_MAX}", field="limit")
     return int(value)
 
@@ -104,6 +120,6 @@ def page_limit(value: str | None) -> int:
 def cursor(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    if not re.match(r"^sub_[0-9A-Z]{26}$", value):
+    if not CURSOR.fullmatch(value):
         raise ValidationError("cursor is not one this API returned", field="cursor")
     return value

@@ -204,7 +204,9 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @asynccontextmanager
-async def api_client(settings: Settings, token: str | None = TOKEN) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(
+    settings: Settings, token: str | None = TOKEN
+) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings)
     headers = {"authorization": f"Bearer {token}"} if token else {}
     async with app.router.lifespan_context(app):

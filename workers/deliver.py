@@ -7,16 +7,19 @@ with it the subscription's place in line) until the next attempt is due.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 from arq import Retry
 from arq.connections import ArqRedis
 
+from relay import metrics
 from relay.delivery import Attempt, send
 from relay.retry import retry_delay
 from workers.resources import DELIVERY_QUEUE, Resources
 
+log = logging.getLogger("relay.delivery")
 MARGIN = 5.0  # seconds kept free at the end of a chain's run, for recording the last attempt
 
 
@@ -60,8 +63,28 @@ async def attempt_once(
                               settings.retry_schedule)
     next_at = None if delay is None else time.time() + delay
     await res.store.record_attempt(msg, attempt.record(), outcome, next_at)
+    observe(msg, attempt, outcome, attempts + 1, delay)
     if delay is not None:
         raise Retry(defer=delay)
+
+
+def observe(
+    msg: dict[str, str], attempt: Attempt, outcome: str, number: int, delay: float | None
+) -> None:
+    metrics.DELIVERIES.labels(outcome, str(min(number, 10))).inc()
+    metrics.DELIVERY_LATENCY.observe(attempt.duration_ms / 1000)
+    if outcome == "succeeded":
+        metrics.CHANGE_TO_DELIVERY.observe(time.time() - float(msg.get("observed_at") or 0))
+    context = {"webhook_id": msg["id"], "subscription_id": msg["sub_id"],
+               "event_type": msg["event_type"], "attempt": number,
+               "status_code": attempt.status_code, "duration_ms": attempt.duration_ms}
+    if outcome == "succeeded":
+        log.info("delivered %s %s", msg["event_type"], msg["id"], extra=context)
+    elif outcome == "retry":
+        log.warning("attempt %d of %s failed (%s); next in %.1fs", number, msg["id"],
+                    attempt.error, delay, extra=context)
+    else:
+        log.warning("delivery %s %s: %s", msg["id"], outcome, attempt.error, extra=context)
 
 
 def classify(

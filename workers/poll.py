@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from relay import metrics
+from relay.events import JobStatus
 from relay.polling import decide
 from relay.schedule import Limits, PollPolicy
 from relay.store import Budget, Lease, LeasedJob
@@ -99,6 +100,8 @@ class Poller:
         metrics.POLLS.labels(result.outcome.value).inc()
         metrics.UPSTREAM_LATENCY.observe(result.duration)
         if result.outcome is Outcome.ok and result.status != (job.fields.get("status") or None):
+            known = result.status in JobStatus.__members__
+            metrics.STATUS_CHANGES.labels(result.status if known else "other").inc()
             log.info("job %s is %s", job.job_id, result.status,
                      extra={"job_id": job.job_id, "status": result.status})
         elif result.outcome not in (Outcome.ok, Outcome.not_found):

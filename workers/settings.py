@@ -64,12 +64,14 @@ def start_metrics_server(port: int) -> None:
 
 def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
     """Keyword arguments for `arq.Worker`, from settings."""
+    # arq's crash recovery waits for the longest timeout of any function plus 10 s: keep the
+    # sweeper's no longer than a delivery's, so a killed worker's chain resumes within a minute.
     timeout = job_timeout(settings.delivery_timeout)
     return {
         "functions": [func(deliver, name="deliver", keep_result=0, timeout=timeout,
                            max_tries=1_000_000)],
         "cron_jobs": [cron(sweep, name="sweep", second=set(range(0, 60, SWEEP_EVERY)),
-                           run_at_startup=True, timeout=60, keep_result=0)],
+                           run_at_startup=True, timeout=timeout, keep_result=0)],
         "queue_name": DELIVERY_QUEUE,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": startup,

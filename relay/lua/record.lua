@@ -36,12 +36,13 @@ end
 local function queue_event(d, sid, sub, previous)
   local mid = new_msg_id()
   local etype = event_type(d.status)
-  local prev_json = 'null'
+  local prev_json, job_json = 'null', 'null'
   if previous ~= '' then prev_json = cjson.encode(previous) end
+  if type(d.job) == 'string' then job_json = d.job end
   local body = '{"type":' .. cjson.encode(etype) .. ',"timestamp":' .. cjson.encode(d.observed_iso)
     .. ',"data":{"subscription_id":' .. cjson.encode(sid) .. ',"job_id":' .. cjson.encode(d.job_id)
     .. ',"status":' .. cjson.encode(d.status) .. ',"previous_status":' .. prev_json
-    .. ',"job":' .. (d.job or 'null') .. ',"metadata":' .. sub[3] .. '}}'
+    .. ',"job":' .. job_json .. ',"metadata":' .. sub[3] .. '}}'
   local terminal = '0'
   if TERMINAL[d.status] then terminal = '1' end
   redis.call('HSET', 'vr:msg:' .. mid, 'id', mid, 'sub_id', sid, 'event_type', etype,

@@ -1,0 +1,233 @@
+"""relay.polling: the write-back decided after one poll, without Redis or HTTP."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from relay.polling import ERROR_BACKOFF_CAP, decide, error_backoff, parse_time
+from relay.schedule import Limits, PollPolicy
+from relay.varg import Outcome, PollResult
+
+LIMITS = Limits(not_found_grace=60.0, min_interval=1.0, max_interval=60.0)
+POLICY = PollPolicy()
+NOW = datetime(2026, 2, 13, 10, 5, tzinfo=UTC).timestamp()
+CREATED = "2026-02-13T10:00:00Z"
+
+
+class Highest(random.Random):
+    """Always the top of the jitter range."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+class Lowest(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+def job(status: str = "processing", **extra: Any) -> dict[str, Any]:
+    return {"job_id": "job_1", "status": status, "model": "fal:kling-v2.5",
+            "created_at": CREATED, **extra}
+
+
+def ok(status: str = "processing", **extra: Any) -> PollResult:
+    return PollResult(Outcome.ok, job=job(status, **extra), status_code=200)
+
+
+def run(result: PollResult, watch: dict[str, str] | None = None,
+        now: float = NOW) -> dict[str, Any]:
+    return decide("job_1", "lease-token", watch or {}, result, now, LIMITS, POLICY)
+
+
+def test_ok_records_status_and_compact_job() -> None:
+    d = run(ok("processing", cache={"hit": False, "key": "sha256:x"}))
+    assert d["status"] == "processing"
+    assert d["end_watch"] is False
+    assert d["job"] == json.dumps(job("processing", cache={"hit": False, "key": "sha256:x"}),
+                                  separators=(",", ":"))
+    assert " " not in d["job"]
+    assert d["model"] == "fal:kling-v2.5"
+    assert d["created_at"] == CREATED
+    assert d["failures"] == 0
+    assert d["first_404"] == ""
+    assert (d["job_id"], d["token"]) == ("job_1", "lease-token")
+    assert d["observed_at"] == d["last_polled_at"] == NOW
+    assert d["observed_iso"] == "2026-02-13T10:05:00.000Z"
+
+
+def test_ok_resets_failures() -> None:
+    assert run(ok(), {"failures": "4"})["failures"] == 0
+
+
+def test_ok_delay_follows_policy() -> None:
+    d = run(ok())
+    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", "processing", 300.0, LIMITS)
+    assert LIMITS.min_interval <= d["delay"] <= LIMITS.max_interval
+
+
+def test_age_falls_back_to_watch_start_when_created_at_is_unreadable() -> None:
+    result = PollResult(Outcome.ok, job=job(created_at="yesterday"), status_code=200)
+    d = run(result, {"started_at": str(NOW - 300)})
+    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", "processing", 300.0, LIMITS)
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+def test_terminal_status_ends_watch(status: str) -> None:
+    d = run(ok(status))
+    assert d["status"] == status
+    assert d["end_watch"] is True
+
+
+def test_unknown_status_keeps_watching() -> None:
+    d = run(ok("upscaling"))
+    assert d["status"] == "upscaling"
+    assert d["end_watch"] is False
+
+
+def test_first_not_found_starts_grace() -> None:
+    d = run(PollResult(Outcome.not_found, status_code=404))
+    assert d["status"] is None
+    assert d["end_watch"] is False
+    assert d["first_404"] == NOW
+    assert LIMITS.min_interval <= d["delay"] <= LIMITS.not_found_grace
+
+
+def test_not_found_within_grace_keeps_first_404() -> None:
+    d = run(PollResult(Outcome.not_found, status_code=404), {"first_404": str(NOW - 50)})
+    assert d["status"] is None
+    assert d["end_watch"] is False
+    assert d["first_404"] == NOW - 50
+    assert 0 < d["delay"] <= 10.0  # never sleeps past the end of the grace
+
+
+def test_not_found_past_grace_ends_watch() -> None:
+    watch = {"first_404": str(NOW - 61), "job": '{"status":"queued"}', "failures": "2"}
+    d = run(PollResult(Outcome.not_found, status_code=404), watch)
+    assert d["status"] == "not_found"
+    assert d["end_watch"] is True
+    assert d["job"] == '{"status":"queued"}'
+    assert d["failures"] == 2
+
+
+def test_not_found_past_grace_without_a_job_seen() -> None:
+    d = run(PollResult(Outcome.not_found, status_code=404), {"first_404": str(NOW - 60)})
+    assert d["status"] == "not_found"
+    assert d["job"] is None
+
+
+@pytest.mark.parametrize(
+    "outcome", [Outcome.server_error, Outcome.timeout, Outcome.unauthorized, Outcome.malformed]
+)
+def test_error_counts_a_failure_and_keeps_watching(outcome: Outcome) -> None:
+    d = run(PollResult(outcome), {"failures": "2", "status": "queued"})
+    assert d["failures"] == 3
+    assert d["status"] is None
+    assert d["end_watch"] is False
+    assert 8 * 0.8 <= d["delay"] <= 8 * 1.2  # min_interval * 2**3, ±20%
+
+
+def test_errors_back_off_exponentially() -> None:
+    delays = [run(PollResult(Outcome.server_error), {"failures": str(n)})["delay"]
+              for n in range(6)]
+    for shorter, longer in itertools.pairwise(delays):
+        assert longer > shorter * 1.3
+
+
+def test_error_backoff_is_capped() -> None:
+    d = run(PollResult(Outcome.timeout), {"failures": "40"})
+    assert d["failures"] == 41
+    assert ERROR_BACKOFF_CAP * 0.8 <= d["delay"] <= ERROR_BACKOFF_CAP
+
+
+def test_429_waits_at_least_retry_after() -> None:
+    result = PollResult(Outcome.rate_limited, retry_after=45.0, status_code=429)
+    d = run(result)
+    assert d["failures"] == 1
+    assert d["delay"] >= 45.0
+
+
+def test_429_without_retry_after_backs_off() -> None:
+    d = run(PollResult(Outcome.rate_limited, status_code=429))
+    assert 1.0 <= d["delay"] <= 2.4
+
+
+def test_watch_deadline_passed_expires() -> None:
+    d = run(ok("processing"), {"deadline": str(NOW - 1)})
+    assert d["status"] == "watch_expired"
+    assert d["end_watch"] is True
+    assert json.loads(d["job"])["status"] == "processing"
+
+
+def test_watch_deadline_passed_during_errors_keeps_last_job() -> None:
+    d = run(PollResult(Outcome.server_error), {"deadline": str(NOW), "job": '{"a":1}'})
+    assert d["status"] == "watch_expired"
+    assert d["job"] == '{"a":1}'
+
+
+def test_terminal_status_wins_over_deadline() -> None:
+    d = run(ok("completed"), {"deadline": str(NOW - 1)})
+    assert d["status"] == "completed"
+
+
+def test_deadline_in_future_keeps_watching() -> None:
+    d = run(ok("processing"), {"deadline": str(NOW + 1)})
+    assert d["status"] == "processing"
+    assert d["end_watch"] is False
+
+
+def test_parse_time_utc() -> None:
+    assert parse_time(CREATED) == datetime(2026, 2, 13, 10, tzinfo=UTC).timestamp()
+
+
+def test_parse_time_offset() -> None:
+    assert parse_time("2026-02-13T11:00:00+01:00") == parse_time(CREATED)
+    half_past = datetime(2026, 2, 13, 10, 0, 0, 500_000, tzinfo=UTC).timestamp()
+    assert parse_time("2026-02-13T10:00:00.500Z") == half_past
+
+
+@pytest.fixture
+def far_west_local_time(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TZ", "XYZ+07")  # POSIX: seven hours behind UTC
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_west_local_time")
+def test_parse_time_without_offset_is_utc() -> None:
+    assert parse_time("2026-02-13T10:00:00") == parse_time(CREATED)
+
+
+@pytest.mark.parametrize("text", [None, "", "yesterday", "2026-13-45T00:00:00Z"])
+def test_parse_time_garbage(text: str | None) -> None:
+    assert parse_time(text) is None
+
+
+@pytest.mark.parametrize("failures", [1, 2, 3, 5])
+def test_error_backoff_doubles_within_jitter(failures: int) -> None:
+    base = LIMITS.min_interval * 2**failures
+    assert error_backoff(failures, LIMITS, Lowest()) == pytest.approx(base * 0.8)
+    assert error_backoff(failures, LIMITS, Highest()) == pytest.approx(base * 1.2)
+
+
+def test_error_backoff_cap_includes_jitter() -> None:
+    assert error_backoff(20, LIMITS, Highest()) == ERROR_BACKOFF_CAP
+
+
+def test_error_backoff_never_below_min_interval() -> None:
+    limits = Limits(not_found_grace=60.0, min_interval=5.0, max_interval=60.0)
+    assert error_backoff(0, limits, Lowest()) == 5.0
+
+
+def test_error_backoff_huge_failure_count() -> None:
+    assert error_backoff(10_000, LIMITS, random.Random(1)) <= ERROR_BACKOFF_CAP

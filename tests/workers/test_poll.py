@@ -1,0 +1,51 @@
+"""workers.poll.rate_header_pause: Varg's X-RateLimit headers saying the key's budget is spent."""
+
+from __future__ import annotations
+
+import pytest
+
+from workers.poll import rate_header_pause
+
+NOW = 1_771_000_000.0
+
+
+def headers(remaining: str | None = None, reset: str | None = None) -> dict[str, str]:
+    found = {"x-ratelimit-remaining": remaining, "x-ratelimit-reset": reset}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def test_spent_until_epoch_reset() -> None:
+    assert rate_header_pause(headers("0", str(int(NOW) + 20)), NOW) == 20.0
+
+
+def test_spent_until_delta_reset() -> None:
+    assert rate_header_pause(headers("0", "12"), NOW) == 12.0
+
+
+def test_pause_capped_at_a_minute() -> None:
+    assert rate_header_pause(headers("0", "3600"), NOW) == 60.0
+    assert rate_header_pause(headers("0", str(int(NOW) + 3600)), NOW) == 60.0
+
+
+def test_reset_in_the_past_still_pauses_briefly() -> None:
+    assert rate_header_pause(headers("0", str(int(NOW) - 5)), NOW) == 0.5
+    assert rate_header_pause(headers("0", "0"), NOW) == 0.5
+
+
+def test_spent_without_reset_pauses_a_second() -> None:
+    assert rate_header_pause(headers("0"), NOW) == 1.0
+
+
+@pytest.mark.parametrize("remaining", ["1", "57"])
+def test_budget_left_no_pause(remaining: str) -> None:
+    assert rate_header_pause(headers(remaining, "30"), NOW) is None
+
+
+def test_missing_headers_no_pause() -> None:
+    assert rate_header_pause({}, NOW) is None
+    assert rate_header_pause(headers(reset="30"), NOW) is None
+
+
+@pytest.mark.parametrize(("remaining", "reset"), [("none", "30"), ("0", "soon"), ("", "30")])
+def test_garbage_headers_no_pause(remaining: str, reset: str) -> None:
+    assert rate_header_pause(headers(remaining, reset), NOW) is None
