@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay.events import NOT_FOUND, WATCH_EXPIRED, is_terminal
-from relay.schedule import Limits, PollPolicy
+from relay.schedule import DEFAULT_THETA, Limits, PollPolicy, learn_field
 from relay.store import iso
 from relay.varg import Outcome, PollResult
 
@@ -35,7 +35,7 @@ def error_backoff(failures: int, limits: Limits, rng: random.Random | None = Non
 
 def decide(
     job_id: str, token: str, watch: dict[str, str], result: PollResult, now: float,
-    limits: Limits, policy: PollPolicy,
+    limits: Limits, policy: PollPolicy, theta: float = DEFAULT_THETA,
 ) -> dict[str, Any]:
     """The write-back for one job: what to record, whether the watch ends, when to poll next."""
     decision: dict[str, Any] = {
@@ -44,7 +44,7 @@ def decide(
         "last_polled_at": now, "delay": limits.min_interval,
     }
     if result.outcome is Outcome.ok and result.job is not None:
-        _observed(decision, result.job, watch, now, limits, policy)
+        _observed(decision, result.job, watch, now, limits, policy, theta)
     elif result.outcome is Outcome.not_found:
         _not_found(decision, watch, now, limits)
     else:
@@ -59,15 +59,19 @@ def decide(
 
 def _observed(
     decision: dict[str, Any], job: dict[str, Any], watch: dict[str, str], now: float,
-    limits: Limits, policy: PollPolicy,
+    limits: Limits, policy: PollPolicy, theta: float,
 ) -> None:
-    status = str(job["status"])
+    status, model = str(job["status"]), str(job["model"])
     decision.update(
-        status=status, job=json.dumps(job, separators=(",", ":")), model=job["model"],
+        status=status, job=json.dumps(job, separators=(",", ":")), model=model,
         created_at=job["created_at"], end_watch=is_terminal(status),
     )
     created = parse_time(job["created_at"]) or float(watch.get("started_at") or now)
-    decision["delay"] = policy.next_delay(str(job["model"]), status, now - created, limits)
+    decision["delay"] = policy.next_delay(model, now - created, limits, theta)
+    if is_terminal(status) and watch.get("status") != status:
+        # Teach the schedule how long this model takes (Varg's own times when it gives them).
+        finished = parse_time(job.get("completed_at")) or now
+        decision["learn"] = learn_field(model, finished - created)
 
 
 def _not_found(decision: dict[str, Any], watch: dict[str, str], now: float, limits: Limits) -> None:

@@ -1,8 +1,31 @@
-"""When to poll a job next: spend polls where a change is likely."""
+"""When to poll a job next: spend the upstream budget where a change is likely.
+
+Each model has a distribution of run times (from `created_at` to a terminal status): a prior
+by kind of model (images take seconds, speech tens of seconds, video minutes) blended with a
+histogram of what the relay has seen, kept in Redis as counts in log-spaced buckets. After a
+poll at age `a`, the next poll is placed where the chance that the job finished since `a`
+reaches `theta`:
+
+    F(a + delay) - F(a) = theta * (1 - F(a))
+
+so polls are dense where completions are likely and sparse where they are not. `theta` is the
+deployment's budget controller (see `poll.lua`): it rises while the budget cannot serve every
+due job and falls while budget is left over, so the budget goes where it buys the most.
+"""
 
 from __future__ import annotations
 
+import bisect
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+BUCKET_BASE = 0.25  # seconds: the upper edge of the first bucket
+BUCKETS = 34  # log2-half-steps from 0.25 s to about 8 hours; the last bucket is open-ended
+EDGES = tuple(BUCKET_BASE * 2 ** (i / 2) for i in range(BUCKETS))
+PRIOR_WEIGHT = 5.0  # the prior counts as this many observed jobs
+PRIOR_SPREAD = 0.6  # standard deviation of ln(run time) in the prior
+DEFAULT_THETA = 0.05
 
 
 @dataclass(frozen=True)
@@ -15,11 +38,11 @@ class Limits:
 # Typical run time in seconds by kind of model, until a model has history of its own.
 PRIOR_SECONDS = {"image": 10.0, "speech": 20.0, "music": 60.0, "video": 120.0}
 DEFAULT_PRIOR = 60.0
-# Most specific output first: "kling-video/image-to-video" is a video, "elevenlabs:music" music.
+# Checked in this order: "image-to-video" is video, "elevenlabs music" is music.
 _KIND_HINTS = {
     "video": ("video", "kling", "veo", "sora", "wan", "hailuo", "runway", "luma", "seedance"),
-    "music": ("music", "suno", "udio", "song", "sfx", "audio"),
-    "speech": ("tts", "speech", "voice", "eleven", "whisper"),
+    "music": ("music", "suno", "udio", "song", "sfx"),
+    "speech": ("tts", "speech", "voice", "eleven", "whisper", "audio"),
     "image": ("flux", "image", "sdxl", "imagen", "recraft", "ideogram", "seedream", "nano-banana"),
 }
 
@@ -37,10 +60,87 @@ def prior_seconds(model: str) -> float:
     return PRIOR_SECONDS[kind] if kind else DEFAULT_PRIOR
 
 
-class PollPolicy:
-    """Poll about ten times over a job's expected run, then slow down as it ages."""
+def bucket_of(seconds: float) -> int:
+    return min(bisect.bisect_left(EDGES, max(seconds, 0.0)), BUCKETS - 1)
 
-    def next_delay(self, model: str, status: str, age: float, limits: Limits) -> float:
-        expected = prior_seconds(model)
-        delay = max(expected, age) / 10
-        return min(limits.max_interval, max(limits.min_interval, delay))
+
+def prior_counts(median: float) -> list[float]:
+    """A log-normal around `median`, spread over the buckets, worth PRIOR_WEIGHT jobs."""
+    def cdf(t: float) -> float:
+        return 0.5 * (1 + math.erf(math.log(t / median) / (PRIOR_SPREAD * math.sqrt(2))))
+
+    cdfs = [cdf(edge) for edge in EDGES[:-1]] + [1.0]
+    masses = [b - a for a, b in zip([0.0, *cdfs[:-1]], cdfs, strict=True)]
+    return [PRIOR_WEIGHT * m for m in masses]
+
+
+class Durations:
+    """Run-time distribution from bucket counts; linear within a bucket."""
+
+    def __init__(self, counts: Sequence[float]) -> None:
+        total = sum(counts) or 1.0
+        running, self.cdf_at_edges = 0.0, []
+        for count in counts:
+            running += count
+            self.cdf_at_edges.append(running / total)
+
+    def cdf(self, t: float) -> float:
+        i = bucket_of(t)
+        if i >= BUCKETS - 1:
+            return self.cdf_at_edges[-2] if t < EDGES[-1] else 1.0
+        lo_edge = EDGES[i - 1] if i else 0.0
+        lo = self.cdf_at_edges[i - 1] if i else 0.0
+        fraction = (t - lo_edge) / (EDGES[i] - lo_edge)
+        return lo + (self.cdf_at_edges[i] - lo) * min(max(fraction, 0.0), 1.0)
+
+    def quantile(self, p: float) -> float:
+        i = bisect.bisect_left(self.cdf_at_edges, p)
+        if i >= BUCKETS - 1:
+            return math.inf
+        lo_edge = EDGES[i - 1] if i else 0.0
+        lo = self.cdf_at_edges[i - 1] if i else 0.0
+        width = self.cdf_at_edges[i] - lo
+        fraction = (p - lo) / width if width > 0 else 0.0
+        return lo_edge + (EDGES[i] - lo_edge) * fraction
+
+
+def parse_counts(raw: Mapping[str, str]) -> dict[str, list[float]]:
+    """Redis hash fields `model\\tbucket` -> per-model bucket counts."""
+    counts: dict[str, list[float]] = {}
+    for key, value in raw.items():
+        model, _, bucket = key.rpartition("\t")
+        if model and bucket.isdigit() and int(bucket) < BUCKETS:
+            counts.setdefault(model, [0.0] * BUCKETS)[int(bucket)] += float(value)
+    return counts
+
+
+def learn_field(model: str, seconds: float) -> str:
+    return f"{model}\t{bucket_of(seconds)}"
+
+
+class PollPolicy:
+    def __init__(self, observed: Mapping[str, Sequence[float]] | None = None) -> None:
+        self.observed = dict(observed or {})
+        self._cache: dict[str, Durations] = {}
+
+    def durations(self, model: str) -> Durations:
+        if model not in self._cache:
+            counts = prior_counts(prior_seconds(model))
+            for i, seen in enumerate(self.observed.get(model, ())):
+                counts[i] += seen
+            self._cache[model] = Durations(counts)
+        return self._cache[model]
+
+    def next_delay(self, model: str, age: float, limits: Limits,
+                   theta: float = DEFAULT_THETA) -> float:
+        dist = self.durations(model)
+        done = dist.cdf(age)
+        if done > 0.999:
+            # Older than anything seen: back off in proportion to age.
+            return clamp(age / 4, limits)
+        target = dist.quantile(done + theta * (1 - done))
+        return clamp(target - age, limits)
+
+
+def clamp(delay: float, limits: Limits) -> float:
+    return min(limits.max_interval, max(limits.min_interval, delay))

@@ -17,6 +17,8 @@ single Redis, not a cluster):
     outboxes         set    subscriptions whose outbox is not empty (for the sweeper)
     finished         zset   finished subscriptions by finish time (for retention)
     rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
+    theta            the budget controller (relay/schedule.py)
+    durations        hash   run-time histogram per model: `model\tbucket` -> count
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ FINISHED = P + "finished"
 RL_WINDOW = P + "rl:window"
 RL_PACE = P + "rl:pace"
 PAUSE = P + "pause"
+THETA = P + "theta"
+DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
 WATCH_FIELDS = (
     "status", "model", "created_at", "started_at", "deadline", "first_404",
@@ -65,6 +69,8 @@ class LeasedJob:
 class Lease:
     now: float  # Redis time when the lease was taken
     wait: float  # when no job was leased: seconds until one may be
+    theta: float  # the budget controller's current chance-per-poll (see relay/schedule.py)
+    kicked: list[str]  # subscriptions that got events from the decisions written back
     jobs: list[LeasedJob]
 
 
@@ -80,8 +86,7 @@ class Store:
         # redis-py's stubs type async commands as `Awaitable[T] | T`; Any keeps that noise out.
         self.redis: Any = redis
         self._subscribe = redis.register_script(_script("subscribe"))
-        self._lease = redis.register_script(_script("lease"))
-        self._record = redis.register_script(_script("record"))
+        self._poll = redis.register_script(_script("poll"))
         self._attempt = redis.register_script(_script("attempt"))
         self._delete = redis.register_script(_script("delete"))
         self._resend = redis.register_script(_script("resend"))
@@ -180,24 +185,25 @@ class Store:
         watch: dict[str, str] = await self.redis.hgetall(P + f"watch:{job_id}")
         return watch or None
 
-    async def lease(self, batch: int, lease_s: float, token: str, budget: Budget) -> Lease:
-        keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
-        args = [batch, lease_s, token, budget.limit, budget.window, budget.pace]
-        raw: list[str] = await self._lease(keys=keys, args=args)  # type: ignore[arg-type]
+    async def poll_cycle(
+        self, decisions: list[dict[str, Any]], retention: float, batch: int, lease_s: float,
+        token: str, budget: Budget,
+    ) -> Lease:
+        """Write back the last batch's decisions and lease the next batch: one round trip."""
+        keys = [DUE, OUTBOXES, RL_WINDOW, RL_PACE, PAUSE, THETA, DURATIONS]
+        args = [json.dumps(decisions) if decisions else "[]", retention, batch, lease_s, token,
+                budget.limit, budget.window, budget.pace]
+        raw: list[str] = await self._poll(keys=keys, args=args)  # type: ignore[arg-type]
         width = len(WATCH_FIELDS) + 1
         jobs = [
             LeasedJob(raw[i], dict(zip(WATCH_FIELDS, raw[i + 1 : i + width], strict=True)))
-            for i in range(2, len(raw), width)
+            for i in range(4, len(raw), width)
         ]
-        return Lease(float(raw[0]), float(raw[1]), jobs)
+        return Lease(float(raw[0]), float(raw[1]), float(raw[2]), json.loads(raw[3]), jobs)
 
-    async def record(self, decisions: list[dict[str, Any]], retention: float) -> list[str]:
-        if not decisions:
-            return []
-        kicked: list[str] = await self._record(
-            keys=[DUE, OUTBOXES], args=[json.dumps(decisions), retention]
-        )
-        return kicked
+    async def durations(self) -> dict[str, str]:
+        counts: dict[str, str] = await self.redis.hgetall(DURATIONS)
+        return counts
 
     async def pause_upstream(self, seconds: float) -> None:
         """Every worker stops polling for `seconds` (a 429's Retry-After, or a refused key)."""

@@ -231,6 +231,10 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
     try:
         yield worker
     finally:
+        # Like SIGTERM with job_completion_wait: take no new jobs, let running ones finish.
+        worker.allow_pick_jobs = False
+        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
+                               timeout=10)
         await worker.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

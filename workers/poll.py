@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from relay import metrics
 from relay.events import JobStatus
 from relay.polling import decide
-from relay.schedule import Limits, PollPolicy
+from relay.schedule import Limits, PollPolicy, parse_counts
 from relay.store import Budget, Lease, LeasedJob
 from relay.varg import Outcome, PollResult
 from workers.resources import Resources
@@ -28,21 +30,25 @@ IDLE_WAIT_CAP = 0.25  # a new registration makes a job due at once: look again t
 WINDOW_MARGIN = 1.0  # count the budget over 61 s so a late request cannot spill into a minute
 UNAUTHORIZED_PAUSE = 30.0
 DEFAULT_429_PAUSE = 10.0
+POLICY_REFRESH = 10.0  # seconds between reloads of the learned run times
 
 Kick = Callable[[str], Awaitable[None]]
 
 
 class Poller:
-    def __init__(self, res: Resources, kick: Kick, policy: PollPolicy | None = None) -> None:
+    def __init__(self, res: Resources, kick: Kick) -> None:
         self.res = res
         self.kick = kick
-        self.policy = policy or PollPolicy()
+        self.policy = PollPolicy()
         s = res.settings
         self.limits = Limits(s.not_found_grace, s.poll_min_interval, s.poll_max_interval)
         self.budget = Budget(s.upstream_rate_limit, 60.0 + WINDOW_MARGIN,
                              60.0 / s.upstream_rate_limit)
         self._stopping = asyncio.Event()
         self._unauthorized = False
+        self._pending: list[dict[str, Any]] = []
+        self._token = secrets.token_hex(8)
+        self._policy_at = -math.inf
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -53,6 +59,7 @@ class Poller:
                 wait = 1.0
             if wait > 0:
                 await self._sleep(min(wait, IDLE_WAIT_CAP))
+        await self.flush()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -64,25 +71,48 @@ class Poller:
             pass
 
     async def step(self) -> float:
-        """Lease, poll, record. Returns how long to wait before the next step."""
-        token = secrets.token_hex(8)
-        lease = await self.res.store.lease(
-            self.res.settings.poll_batch_size, LEASE_SECONDS, token, self.budget
-        )
+        """Write back the last batch and lease the next (one call), then poll it.
+
+        Returns how long to wait before the next step: nothing when a batch was polled, since
+        its results are written back by the next call.
+        """
+        lease = await self._cycle(self.res.settings.poll_batch_size)
         if not lease.jobs:
             return lease.wait
         started = time.monotonic()
         results = await asyncio.gather(*(self.res.varg.get_job(j.job_id) for j in lease.jobs))
         now = lease.now + (time.monotonic() - started)
-        decisions = [
-            decide(j.job_id, token, j.fields, r, now, self.limits, self.policy)
+        policy = await self._policy()
+        self._pending = [
+            decide(j.job_id, self._token, j.fields, r, now, self.limits, policy, lease.theta)
             for j, r in zip(lease.jobs, results, strict=True)
         ]
-        kicked = await self.res.store.record(decisions, self.res.settings.retention)
         await self._after_batch(lease, results)
-        for sid in dict.fromkeys(kicked):
-            await self.kick(sid)
         return 0.0
+
+    async def flush(self) -> None:
+        """Write back what was polled, leasing nothing (on shutdown)."""
+        if self._pending:
+            await self._cycle(0)
+
+    async def _cycle(self, batch: int) -> Lease:
+        # Each decision carries the token of the lease it answers; the next lease gets a new one.
+        decisions, self._pending = self._pending, []
+        self._token = secrets.token_hex(8)
+        lease = await self.res.store.poll_cycle(
+            decisions, self.res.settings.retention, batch, LEASE_SECONDS, self._token,
+            self.budget,
+        )
+        for sid in dict.fromkeys(lease.kicked):
+            await self.kick(sid)
+        return lease
+
+    async def _policy(self) -> PollPolicy:
+        """The schedule, with run times learned by every worker, refreshed now and then."""
+        if time.monotonic() - self._policy_at > POLICY_REFRESH:
+            self.policy = PollPolicy(parse_counts(await self.res.store.durations()))
+            self._policy_at = time.monotonic()
+        return self.policy
 
     async def _after_batch(self, lease: Lease, results: list[PollResult]) -> None:
         for job, result in zip(lease.jobs, results, strict=True):

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from relay.polling import ERROR_BACKOFF_CAP, decide, error_backoff, parse_time
-from relay.schedule import Limits, PollPolicy
+from relay.schedule import Limits, PollPolicy, bucket_of
 from relay.varg import Outcome, PollResult
 
 LIMITS = Limits(not_found_grace=60.0, min_interval=1.0, max_interval=60.0)
@@ -70,14 +70,14 @@ def test_ok_resets_failures() -> None:
 
 def test_ok_delay_follows_policy() -> None:
     d = run(ok())
-    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", "processing", 300.0, LIMITS)
+    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", 300.0, LIMITS)
     assert LIMITS.min_interval <= d["delay"] <= LIMITS.max_interval
 
 
 def test_age_falls_back_to_watch_start_when_created_at_is_unreadable() -> None:
     result = PollResult(Outcome.ok, job=job(created_at="yesterday"), status_code=200)
     d = run(result, {"started_at": str(NOW - 300)})
-    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", "processing", 300.0, LIMITS)
+    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", 300.0, LIMITS)
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
@@ -231,3 +231,14 @@ def test_error_backoff_never_below_min_interval() -> None:
 
 def test_error_backoff_huge_failure_count() -> None:
     assert error_backoff(10_000, LIMITS, random.Random(1)) <= ERROR_BACKOFF_CAP
+
+
+def test_terminal_change_teaches_run_time() -> None:
+    d = run(ok("completed"), {"status": "processing"})
+    model, _, bucket = d["learn"].rpartition("\t")
+    assert model == "fal:kling-v2.5"
+    assert int(bucket) == bucket_of(300.0) or int(bucket) > 0
+
+
+def test_repeat_terminal_teaches_nothing() -> None:
+    assert "learn" not in run(ok("completed"), {"status": "completed"})

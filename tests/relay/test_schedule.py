@@ -5,11 +5,18 @@ from __future__ import annotations
 import pytest
 
 from relay.schedule import (
+    BUCKETS,
     DEFAULT_PRIOR,
     PRIOR_SECONDS,
+    PRIOR_WEIGHT,
+    Durations,
     Limits,
     PollPolicy,
+    bucket_of,
+    learn_field,
     model_kind,
+    parse_counts,
+    prior_counts,
     prior_seconds,
 )
 
@@ -54,29 +61,70 @@ def test_prior_seconds_by_kind() -> None:
     assert PRIOR_SECONDS["image"] < PRIOR_SECONDS["video"]
 
 
-def test_young_fast_job_clamped_to_min_interval() -> None:
-    limits = Limits(not_found_grace=60.0, min_interval=2.0, max_interval=60.0)
-    assert POLICY.next_delay("fal:flux-schnell", "queued", 0.0, limits) == 2.0
+def test_young_image_is_polled_soon() -> None:
+    assert POLICY.next_delay("fal:flux-schnell", 0.0, LIMITS) < 10.0
 
 
 def test_old_job_clamped_to_max_interval() -> None:
-    assert POLICY.next_delay("fal:kling-v2.5", "processing", 86400.0, LIMITS) == 60.0
+    assert POLICY.next_delay("fal:kling-v2.5", 86400.0, LIMITS) == 60.0
 
 
-def test_young_video_polled_about_ten_times_over_its_run() -> None:
-    assert POLICY.next_delay("fal:kling-v2.5", "processing", 5.0, LIMITS) == 12.0
+def test_young_video_waits_longer_than_young_image() -> None:
+    video = POLICY.next_delay("fal:kling-v2.5", 1.0, LIMITS)
+    image = POLICY.next_delay("fal:flux-schnell", 1.0, LIMITS)
+    assert video > image
 
 
-@pytest.mark.parametrize("model", ["fal:flux-schnell", "fal:kling-v2.5", "unknown:model"])
-def test_older_jobs_get_longer_delays(model: str) -> None:
-    limits = Limits(not_found_grace=60.0, min_interval=0.1, max_interval=3600.0)
-    ages = [0.0, 30.0, 120.0, 600.0, 3600.0]
-    delays = [POLICY.next_delay(model, "processing", age, limits) for age in ages]
-    assert delays == sorted(delays)
-    assert delays[-1] > delays[0]
+def test_polls_are_dense_near_the_typical_run_time() -> None:
+    limits = Limits(60.0, 0.01, 3600.0)
+    early = POLICY.next_delay("fal:kling-v2.5", 10.0, limits)
+    typical = POLICY.next_delay("fal:kling-v2.5", 120.0, limits)
+    assert typical < early
+
+
+def test_larger_theta_spends_fewer_polls() -> None:
+    small = POLICY.next_delay("fal:kling-v2.5", 60.0, LIMITS, theta=0.02)
+    large = POLICY.next_delay("fal:kling-v2.5", 60.0, LIMITS, theta=0.3)
+    assert large > small
 
 
 @pytest.mark.parametrize("age", [0.0, 1.0, 100.0, 1e6])
 def test_delay_within_limits(age: float) -> None:
-    for model in ("fal:flux-schnell", "fal:kling-v2.5", "elevenlabs:eleven_v3"):
-        assert 1.0 <= POLICY.next_delay(model, "queued", age, LIMITS) <= 60.0
+    for model in ("fal:flux-schnell", "fal:kling-v2.5", "unknown:model"):
+        for theta in (0.01, 0.05, 0.5):
+            assert 1.0 <= POLICY.next_delay(model, age, LIMITS, theta) <= 60.0
+
+
+def test_prior_counts_weigh_prior_weight() -> None:
+    counts = prior_counts(10.0)
+    assert len(counts) == BUCKETS
+    assert sum(counts) == pytest.approx(PRIOR_WEIGHT)
+    assert max(range(BUCKETS), key=counts.__getitem__) == bucket_of(10.0)
+
+
+def test_durations_cdf_and_quantile_invert() -> None:
+    dist = Durations(prior_counts(30.0))
+    for p in (0.1, 0.5, 0.9):
+        assert dist.cdf(dist.quantile(p)) == pytest.approx(p, abs=1e-6)
+    assert dist.cdf(0.0) == 0.0
+    assert dist.cdf(1e9) == 1.0
+
+
+def test_observed_run_times_move_the_schedule() -> None:
+    learned = [0.0] * BUCKETS
+    learned[bucket_of(2.0)] = 200.0  # this "video" model actually takes about 2 s
+    policy = PollPolicy({"fal:kling-v2.5": learned})
+    limits = Limits(60.0, 0.01, 3600.0)
+    assert policy.next_delay("fal:kling-v2.5", 0.5, limits) < 3.0
+    assert POLICY.next_delay("fal:kling-v2.5", 0.5, limits) > 3.0
+
+
+def test_parse_counts_ignores_junk() -> None:
+    raw = {"fal:a\t3": "4", "fal:a\t5": "1", "junk": "9", "fal:b\t999": "1"}
+    counts = parse_counts(raw)
+    assert list(counts) == ["fal:a"]
+    assert counts["fal:a"][3] == 4.0 and counts["fal:a"][5] == 1.0
+
+
+def test_learn_field_names_model_and_bucket() -> None:
+    assert learn_field("fal:x", 10.0) == f"fal:x\t{bucket_of(10.0)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from arq.worker import Worker
 
@@ -19,6 +21,14 @@ async def test_status_changes_arrive_in_order(
     await eventually(lambda: receiver.types("/a") == ["job.queued", "job.processing",
                                                      "job.completed"])
     assert receiver.rejected == []
-    sub = (await api.get(response.headers["location"])).json()
+
+    async def state() -> dict[str, str]:
+        body: dict[str, str] = (await api.get(response.headers["location"])).json()
+        return body
+
+    for _ in range(100):  # the state is recorded just after the receiver answers
+        if (sub := await state())["state"] == "done":
+            break
+        await asyncio.sleep(0.02)
     assert sub["state"] == "done"
     assert sub["last_status"] == "completed"
