@@ -99,7 +99,7 @@ varg-relay dev is running
 
 Try it:
   curl -s -X POST http://127.0.0.1:{sim_port}/_sim/jobs -H 'content-type: application/json' \\
-       -d '{{"job_id": "job_demo1", "model": "fal:kling-v2.5"}}'
+       -d '{{"job_id": "job_demo1", "model": "fal:flux-schnell"}}'
   curl -s -X POST {api}/v1/subscriptions -H 'authorization: Bearer {token}' \\
        -H 'content-type: application/json' \\
        -d '{{"job_id": "job_demo1", "url": "{api}/_dev/inbox", "metadata": {{"order": 42}}}}'
