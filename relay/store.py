@@ -71,6 +71,7 @@ class Lease:
     wait: float  # when no job was leased: seconds until one may be
     theta: float  # the budget controller's current chance-per-poll (see relay/schedule.py)
     kicked: list[str]  # subscriptions that got events from the decisions written back
+    reason: str  # leased, idle (nothing due), budget (due jobs wait for budget), pause
     jobs: list[LeasedJob]
 
 
@@ -197,9 +198,9 @@ class Store:
         width = len(WATCH_FIELDS) + 1
         jobs = [
             LeasedJob(raw[i], dict(zip(WATCH_FIELDS, raw[i + 1 : i + width], strict=True)))
-            for i in range(4, len(raw), width)
+            for i in range(5, len(raw), width)
         ]
-        return Lease(float(raw[0]), float(raw[1]), float(raw[2]), json.loads(raw[3]), jobs)
+        return Lease(float(raw[0]), float(raw[1]), float(raw[2]), json.loads(raw[3]), raw[4], jobs)
 
     async def durations(self) -> dict[str, str]:
         counts: dict[str, str] = await self.redis.hgetall(DURATIONS)

@@ -78,6 +78,8 @@ class Poller:
         """
         lease = await self._cycle(self.res.settings.poll_batch_size)
         if not lease.jobs:
+            if lease.reason in ("budget", "pause"):
+                metrics.RATE_LIMIT_WAITS.labels(lease.reason).inc()
             return lease.wait
         started = time.monotonic()
         results = await asyncio.gather(*(self.res.varg.get_job(j.job_id) for j in lease.jobs))

@@ -14,7 +14,8 @@
 -- ARGV: decisions_json, retention, max_batch, lease_seconds, token, limit, window, pace
 -- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
 --            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
--- Returns: {now, wait, theta, kicked_json, job_id, fields..., job_id, fields...}
+-- Returns: {now, wait, theta, kicked_json, reason, job_id, fields..., job_id, fields...}
+-- reason: 'leased', 'idle' (nothing due), 'budget' (due jobs wait for budget), 'pause'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local KEYS_DUE, KEYS_OUTBOXES = KEYS[1], KEYS[2]
@@ -129,8 +130,8 @@ local theta = tonumber(redis.call('GET', KEYS_THETA) or '0.05')
 local kicked_json = '[]'
 if #kicked > 0 then kicked_json = cjson.encode(kicked) end
 
-local function reply(wait, jobs)
-  local out = {tostring(now), tostring(wait), tostring(theta), kicked_json}
+local function reply(wait, jobs, reason)
+  local out = {tostring(now), tostring(wait), tostring(theta), kicked_json, reason or 'idle'}
   for _, v in ipairs(jobs or {}) do out[#out + 1] = v end
   return out
 end
@@ -142,7 +143,7 @@ end
 
 if max_batch <= 0 then return reply(0) end
 local pause = redis.call('PTTL', KEYS_PAUSE)
-if pause > 0 then return reply(pause / 1000) end
+if pause > 0 then return reply(pause / 1000, nil, 'pause') end
 
 local due = redis.call('ZRANGE', KEYS_DUE, '-inf', now, 'BYSCORE', 'LIMIT', 0, max_batch)
 if #due == 0 then
@@ -168,7 +169,7 @@ if n <= 0 then
   elseif tat > now then
     wait = math.max(0.01, tat - (now + (burst - 1) * pace))
   end
-  return reply(wait)
+  return reply(wait, nil, 'budget')
 end
 redis.call('SET', KEYS_PACE, math.max(tat, now) + n * pace, 'EX', math.ceil(window) + 1)
 local seq = redis.call('INCRBY', 'vr:rl:seq', n)
@@ -184,4 +185,4 @@ for i = 1, n do
   for j = 1, #FIELDS do jobs[#jobs + 1] = values[j] or '' end
 end
 redis.call('EXPIRE', KEYS_WINDOW, math.ceil(window) + 1)
-return reply(0, jobs)
+return reply(0, jobs, 'leased')
