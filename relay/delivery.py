@@ -110,7 +110,11 @@ async def _read_capped(response: httpx.Response) -> str:
         kept += chunk
         if len(kept) >= RESPONSE_BODY_CAP:
             break
-    return kept[:RESPONSE_BODY_CAP].decode("utf-8", errors="replace")
+    text = kept[:RESPONSE_BODY_CAP].decode("utf-8", errors="replace")
+    # A replacement character takes three bytes: trim until the stored text fits the cap too.
+    while len(text.encode()) > RESPONSE_BODY_CAP:
+        text = text[:-1]
+    return text
 
 
 def _error_text(response: httpx.Response) -> str:
