@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +25,7 @@ from starlette.routing import Route
 
 from config import Settings, load_settings
 from relay.app import create_app
+from relay.redis_server import free_port
 from relay.simulator import create_simulator
 from workers.settings import worker_options
 
@@ -34,13 +34,6 @@ SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIM_KEY = "varg_test_key"
 TOKEN = "tok_alice"
 OTHER_TOKEN = "tok_bob"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerThread:

@@ -12,7 +12,6 @@ import json
 import re
 import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
@@ -33,7 +32,6 @@ from tests.conftest import (
     eventually,
     sim_job,
 )
-from workers.settings import worker_options
 
 ALL_EVENTS = [
     "job.queued", "job.processing", "job.completed", "job.failed", "job.cancelled",
@@ -130,33 +128,6 @@ async def deliveries(client: httpx.AsyncClient, sid: str) -> list[Json]:
     assert set(body) == {"data"}
     data: list[Json] = body["data"]
     return data
-
-
-@asynccontextmanager
-async def quiet_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """conftest's worker, stopped gently: arq's `close()` cancels the jobs still in flight and
-    then gathers them, so a delivery running at teardown makes it raise CancelledError and skip
-    the rest of the shutdown. Here the worker stops taking jobs and lets those finish first."""
-    worker = Worker(**worker_options(settings), handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        worker.allow_pick_jobs = False
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while any(not t.done() for t in worker.tasks.values()) and loop.time() < deadline:
-            await asyncio.sleep(0.02)
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-
-@pytest.fixture
-async def worker(settings: Settings, redis: Redis) -> AsyncIterator[Worker]:
-    """Overrides conftest's `worker` with `quiet_worker`."""
-    async with quiet_worker(settings) as running:
-        yield running
 
 
 @pytest.fixture

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from arq.worker import Worker
 from jsonschema import Draft202012Validator
-from redis.asyncio import Redis
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from relay.app import create_app
 from tests.conftest import OTHER_TOKEN, Receiver, api_client, eventually, sim_job
-from tests.relay.test_api import quiet_worker
 
 Json = dict[str, Any]
 DOC_URI = "urn:varg-relay:openapi"
@@ -37,13 +34,6 @@ CONTRACT_ROUTES = {
 }
 PUBLIC = {"/healthz", "/readyz", "/metrics", "/openapi.json"}
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
-
-
-@pytest.fixture
-async def worker(settings: Any, redis: Redis) -> AsyncIterator[Worker]:
-    """conftest's `worker`, stopped without cancelling a delivery in flight."""
-    async with quiet_worker(settings) as running:
-        yield running
 
 
 @pytest.fixture
