@@ -123,7 +123,10 @@ def parse_log_format(text: str) -> str:
 
 
 def _setting(env: str, default: str | None, parse: Callable[[str], Any], help: str) -> Any:
-    return field(metadata={"env": env, "default": default, "parse": parse, "help": help})
+    # Secrets stay out of repr(), so printing settings never shows them.
+    secret = env in ("VARG_API_KEY", "RELAY_API_TOKENS", "RELAY_SIGNING_SECRETS")
+    meta = {"env": env, "default": default, "parse": parse, "help": help}
+    return field(metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, name):
                 entry[name] = getattr(record, name)
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
@@ -40,11 +40,18 @@ class Redact(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if self.secrets:
             message = record.getMessage()
-            if any(s in message for s in self.secrets):
-                for secret in self.secrets:
-                    message = message.replace(secret, "[redacted]")
-                record.msg, record.args = message, ()
+            if any(secret in message for secret in self.secrets):
+                record.msg, record.args = self.clean(message), ()
+            if record.exc_info:
+                record.exc_text = self.clean(logging.Formatter().formatException(record.exc_info))
+            if record.stack_info:
+                record.stack_info = self.clean(record.stack_info)
         return True
+
+    def clean(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
 
 
 def configure_logging(level: str, fmt: str, secrets: tuple[str, ...] = ()) -> None:

@@ -101,10 +101,15 @@ class Poller:
         # Each decision carries the token of the lease it answers; the next lease gets a new one.
         decisions, self._pending = self._pending, []
         self._token = secrets.token_hex(8)
-        lease = await self.res.store.poll_cycle(
-            decisions, self.res.settings.retention, batch, LEASE_SECONDS, self._token,
-            self.budget,
-        )
+        try:
+            lease = await self.res.store.poll_cycle(
+                decisions, self.res.settings.retention, batch, LEASE_SECONDS, self._token,
+                self.budget,
+            )
+        except BaseException:
+            # Keep what was seen: retrying is safe, poll.lua checks each lease token once.
+            self._pending = decisions + self._pending
+            raise
         for sid in dict.fromkeys(lease.kicked):
             await self.kick(sid)
         return lease

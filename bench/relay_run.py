@@ -1,0 +1,121 @@
+"""The relay under test: real Redis (DB 12), one in-process arq worker, a real receiver."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from bench.lags import ArmResult, arm_result, percentile
+from bench.replay import play, sim_view
+from bench.servers import SIM_KEY, Arrivals, arrivals, receiver, simulator
+from bench.workload import JobSpec, Schedule
+from config import Settings, load_settings
+from relay.events import ALL_EVENTS
+from relay.ids import new_id
+from relay.signing import new_secret
+from relay.store import DURATIONS, THETA, Store
+from workers.settings import worker_options
+
+OWNER = "bench"
+EVENTS = [str(e) for e in ALL_EVENTS]
+
+
+def relay_env(sim_url: str, redis_url: str, budget: int, scale: float,
+              **extra: str) -> dict[str, str]:
+    """Settings like tests/conftest.py `env_for`, with the poll intervals scaled."""
+    return {
+        "REDIS_URL": redis_url,
+        "VARG_API_URL": sim_url + "/v1",
+        "VARG_API_KEY": SIM_KEY,
+        "RELAY_API_TOKENS": "tok_bench",
+        "RELAY_SIGNING_SECRETS": new_secret(),
+        "RELAY_ALLOW_PRIVATE_CALLBACKS": "true",
+        "RELAY_UPSTREAM_RATE_LIMIT": str(budget),
+        "RELAY_POLL_MIN_INTERVAL": f"{1.0 * scale:g}s",
+        "RELAY_POLL_MAX_INTERVAL": f"{60.0 * scale:g}s",
+        "RELAY_METRICS_PORT": "0",
+        "RELAY_LOG_LEVEL": "WARNING",
+        "RELAY_LOG_FORMAT": "text",
+        **extra,
+    }
+
+
+async def reset_redis(redis: Redis, keep: Iterable[str] = ()) -> None:
+    """Flush DB 12, keeping the named keys (e.g. the learned run times)."""
+    kept = {key: await redis.dump(key) for key in keep}
+    await redis.flushdb()
+    for key, value in kept.items():
+        if value is not None:
+            await redis.restore(key, 0, value)
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """An arq worker (poller, delivery chains, sweeper) in this event loop."""
+    worker = Worker(**worker_options(settings), handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        worker.allow_pick_jobs = False
+        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
+                               timeout=10)
+        await worker.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def subscribe_all(store: Store, settings: Settings, url: str,
+                        job_ids: Iterable[str]) -> None:
+    for job_id in job_ids:
+        await store.subscribe(new_id("sub"), OWNER, job_id, url, EVENTS, {},
+                              settings.watch_timeout)
+
+
+async def all_terminal(receiver_url: str, jobs: Iterable[JobSpec]) -> bool:
+    first = (await arrivals(receiver_url)).first
+    return all((job.job_id, job.final_status) in first for job in jobs)
+
+
+async def run_relay(schedule: Schedule, budget: int, redis_url: str, t0: float,
+                    keep_learning: bool) -> ArmResult:
+    """Replay `schedule` through the relay; lag is change -> webhook arrival."""
+    redis = Redis.from_url(redis_url, decode_responses=True)
+    with simulator(budget) as sim, receiver() as hooks:
+        await reset_redis(redis, [DURATIONS] if keep_learning else [])
+        settings = load_settings(relay_env(sim.url, redis_url, budget, schedule.scale))
+        store = Store(redis)
+
+        async def on_arrival(job: JobSpec) -> None:
+            await subscribe_all(store, settings, hooks.url + "/hooks", [job.job_id])
+
+        measured = schedule.measured
+        async with running_worker(settings):
+            wall = await play(schedule, sim.url, t0, on_arrival,
+                              lambda: all_terminal(hooks.url, measured))
+        changes, stats = await sim_view(sim.url)
+        got = await arrivals(hooks.url)
+        extra = await relay_extra(redis, got, schedule, changes, stats)
+    await redis.aclose()
+    arrived = {key: a.at for key, a in got.first.items()}
+    return arm_result("relay", schedule, changes, stats, arrived, wall, **extra)
+
+
+async def relay_extra(redis: Redis, got: Arrivals, schedule: Schedule,
+                      changes: Any, stats: Any) -> dict[str, Any]:
+    """The relay's own notice lag (no webhook hop), the hop itself, and its controller."""
+    noticed = {key: a.observed for key, a in got.first.items()}
+    notice = arm_result("relay-notice", schedule, changes, stats, noticed, 0.0)
+    hops = [a.at - a.observed for a in got.first.values()]
+    return {
+        "notice_lag_unscaled_seconds": {k: v.as_dict() for k, v in notice.lags.items()},
+        "webhook_hop_wall_ms": {"p50": 1000 * percentile(hops, 0.5),
+                                "p90": 1000 * percentile(hops, 0.9)},
+        "theta_at_end": float(await redis.get(THETA) or "nan"),
+        "webhooks": len(got.times),
+    }

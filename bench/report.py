@@ -1,0 +1,135 @@
+"""The markdown table and the JSON document of a run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.lags import ArmResult, LagSummary
+
+KIB = 1024
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    value: float
+    goal: str
+    met: bool
+
+    def row(self) -> str:
+        mark = "✓" if self.met else "✗"
+        return f"| {self.name} | {fmt(self.value)} | {self.goal} | {mark} |"
+
+
+def fmt(value: float) -> str:
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value)}"
+    return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
+
+
+def triple(summary: LagSummary) -> str:
+    return " / ".join(fmt(round(v, 1)) for v in (summary.p50, summary.p90, summary.p99))
+
+
+def notice(arm: ArmResult, category: str) -> LagSummary:
+    raw = arm.extra["notice_lag_unscaled_seconds"][category]
+    p50, p90, p99 = (math.nan if raw[k] is None else float(raw[k]) for k in ("p50", "p90", "p99"))
+    return LagSummary(int(raw["count"]), int(raw["missed"]), p50, p90, p99)
+
+
+def lag_rows(shape: str, arms: dict[str, ArmResult]) -> list[str]:
+    relay, rr, sdk = arms["relay"], arms["round_robin"], arms["sdk_fixed_2s"]
+    rows = []
+    for category in ("terminal", "intermediate"):
+        cells = [triple(relay.lags[category]), triple(notice(relay, category)),
+                 triple(rr.lags[category]), triple(sdk.lags[category])]
+        rows.append(f"| {shape}: {category} lag p50 / p90 / p99 (s) | " + " | ".join(cells) + " |")
+        missed = [relay.lags[category].missed, notice(relay, category).missed,
+                  rr.lags[category].missed, sdk.lags[category].missed]
+        counted = relay.lags[category].count + relay.lags[category].missed
+        rows.append(f"| {shape}: {category} changes never reported (of {counted}) | "
+                    + " | ".join(str(m) for m in missed) + " |")
+    per_job = [relay.requests_per_job, relay.requests_per_job, rr.requests_per_job,
+               sdk.requests_per_job]
+    rows.append(f"| {shape}: upstream requests per job | " + " | ".join(fmt(v) for v in per_job)
+                + " |")
+    rows.append(f"| {shape}: 429s | {relay.rate_limited} | {relay.rate_limited} | "
+                f"{rr.rate_limited} | {sdk.rate_limited} |")
+    return rows
+
+
+def targets(result: dict[str, Any]) -> list[Target]:
+    steady = result["lag"]["steady"]
+    relay_p50 = steady["relay"].lags["terminal"].p50
+    rr_p50 = steady["round_robin"].lags["terminal"].p50
+    ratio = relay_p50 / rr_p50 if rr_p50 else math.nan
+    relay_429 = sum(arms["relay"].rate_limited for arms in result["lag"].values())
+    polls, deliveries = result["throughput"]["polls"], result["throughput"]["deliveries"]
+    footprint = result["footprint"]
+    return [
+        Target("steady terminal lag p50, relay / round robin", ratio, "≤ 0.25", ratio <= 0.25),
+        Target("429s caused by the relay (steady + burst)", relay_429, "0", relay_429 == 0),
+        Target("polls/s, relay / raw httpx", polls["ratio"], "≥ 0.5", polls["ratio"] >= 0.5),
+        Target("deliveries/s, relay / raw httpx", deliveries["ratio"], "≥ 0.5",
+               deliveries["ratio"] >= 0.5),
+        Target("Redis bytes per watch (+1 subscription)", footprint["bytes_per_watch"],
+               "≤ 2048", footprint["bytes_per_watch"] <= 2 * KIB),
+        Target("Redis round trips per poll", polls["round_trips_per_poll"], "≤ 1",
+               polls["round_trips_per_poll"] <= 1),
+    ]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    plan = result["plan"]
+    lines = [
+        f"Lag at a budget of {plan['budget']}/min, time scaled x{plan['scale']} "
+        f"(budget {plan['scaled_budget']}/min); lags in UNSCALED seconds. Relay: change -> "
+        "webhook arrival (and -> relay noticed); baselines: change -> loop noticed.",
+        "",
+        "| measure | relay (webhook) | relay (noticed) | round robin | SDK fixed 2 s |",
+        "|---|---|---|---|---|",
+    ]
+    for shape, arms in result["lag"].items():
+        lines += lag_rows(shape, arms)
+    polls, deliveries = result["throughput"]["polls"], result["throughput"]["deliveries"]
+    lines += [
+        "",
+        f"Throughput, no budget: {fmt(polls['polls_per_s'])} polls/s "
+        f"(raw {fmt(polls['raw_polls_per_s'])}), {fmt(deliveries['deliveries_per_s'])} "
+        f"deliveries/s (raw {fmt(deliveries['raw_deliveries_per_s'])}); Redis commands per "
+        f"poll {fmt(polls['commands_per_poll'])} incl. inside Lua, "
+        f"{fmt(polls['client_commands_per_poll'])} sent by clients.",
+        "",
+        "| target | value | goal | met |",
+        "|---|---|---|---|",
+    ]
+    lines += [t.row() for t in targets(result)]
+    return "\n".join(lines)
+
+
+def to_json(result: dict[str, Any]) -> dict[str, Any]:
+    lag = {shape: {name: arm.as_dict() for name, arm in arms.items()}
+           for shape, arms in result["lag"].items()}
+    return result | {"lag": lag, "targets": [t.__dict__ for t in targets(result)]}
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean(to_json(result)), indent=2, default=str) + "\n")
+
+
+def clean(value: Any) -> Any:
+    """NaN is not JSON: write null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
