@@ -72,12 +72,10 @@ async def _serve_until_signal(server: object) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    from arq.worker import run_worker as arq_run_worker
-
-    from workers.settings import build_worker_settings
+    from workers.settings import ResilientWorker, worker_options
 
     settings = settings_for("signing_secrets", "varg_api_key")
-    arq_run_worker(build_worker_settings(settings))
+    ResilientWorker(**worker_options(settings)).run()
 
 
 def run_dev(args: argparse.Namespace) -> None:

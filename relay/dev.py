@@ -9,7 +9,6 @@ import secrets
 from collections import deque
 from typing import Any
 
-from arq.worker import Worker
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +22,7 @@ from relay.redis_server import ThrowawayRedis, answers
 from relay.servers import http_server, stop_event
 from relay.signing import new_secret
 from relay.simulator import create_simulator
-from workers.settings import worker_options
+from workers.settings import ResilientWorker, worker_options
 
 log = logging.getLogger("relay.dev")
 SIM_KEY = "varg_sim_dev"
@@ -71,7 +70,7 @@ async def run_dev(host: str, port: int, sim_port: int) -> None:
     app.router.routes.extend(inbox_routes(settings.signing_secrets[0]))
     servers = [http_server(app, host, port),
                http_server(create_simulator(api_key=SIM_KEY), "127.0.0.1", sim_port)]
-    worker = Worker(**worker_options(settings), handle_signals=False)
+    worker = ResilientWorker(**worker_options(settings), handle_signals=False)
     stop = stop_event()
     tasks = [asyncio.create_task(s.serve()) for s in servers]
     tasks.append(asyncio.create_task(worker.async_run()))

@@ -12,6 +12,9 @@ from typing import Any
 
 from arq import cron, func
 from arq.connections import RedisSettings
+from arq.worker import Worker
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config import Settings
 from config.settings import secrets_of
@@ -60,6 +63,17 @@ def start_metrics_server(port: int) -> None:
             start_http_server(port)
         except OSError as exc:
             log.warning("metrics port %d unavailable (%s); metrics off for this worker", port, exc)
+
+
+class ResilientWorker(Worker):
+    """An arq worker that rides out a Redis restart instead of exiting with a traceback."""
+
+    async def _poll_iteration(self) -> None:
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("redis unavailable (%s); retrying in 1s", exc)
+            await asyncio.sleep(1)
 
 
 def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
