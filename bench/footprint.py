@@ -8,11 +8,12 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.plan import Plan
-from bench.relay_run import relay_env, reset_redis, running_worker, subscribe_all
+from bench.relay_run import relay_env, reset_redis, subscribe_all
 from bench.servers import receiver, simulator
 from bench.throughput import NEVER_CHANGES, UNLIMITED, create_sim_jobs, received_all
 from config import load_settings
 from relay.store import Store
+from workers.settings import running_worker
 
 # Keys that exist because a job is watched for one subscription (shared zsets included).
 WATCH_KEYS = ("vr:watch:", "vr:sub:", "vr:dedupe:", "vr:jobsubs:", "vr:jobsuball:",

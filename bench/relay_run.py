@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from typing import Any
 
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from bench.lags import ArmResult, arm_result, percentile
@@ -19,7 +16,7 @@ from relay.events import ALL_EVENTS
 from relay.ids import new_id
 from relay.signing import new_secret
 from relay.store import DURATIONS, THETA, Store
-from workers.settings import worker_options
+from workers.settings import running_worker
 
 OWNER = "bench"
 EVENTS = [str(e) for e in ALL_EVENTS]
@@ -54,20 +51,6 @@ async def reset_redis(redis: Redis, keep: Iterable[str] = ()) -> None:
             await redis.restore(key, 0, value)
 
 
-@asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """An arq worker (poller, delivery chains, sweeper) in this event loop."""
-    worker = Worker(**worker_options(settings), handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        worker.allow_pick_jobs = False
-        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
-                               timeout=10)
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 async def subscribe_all(store: Store, settings: Settings, url: str,

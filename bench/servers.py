@@ -21,16 +21,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import relay.simulator
+from relay.redis_server import free_port
 from relay.simulator import create_simulator
 
 SIM_KEY = "varg_bench_key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerProcess:

@@ -14,11 +14,12 @@ from redis.asyncio import Redis
 
 from bench.plan import Plan
 from bench.redis_probe import monitor_db, round_trips
-from bench.relay_run import relay_env, reset_redis, running_worker, subscribe_all
+from bench.relay_run import relay_env, reset_redis, subscribe_all
 from bench.servers import SIM_KEY, arrivals, receiver, reset_receiver, simulator
 from config import load_settings
 from relay.store import Store
 from relay.varg import DEFAULT_LIMITS
+from workers.settings import running_worker
 
 UNLIMITED = "100000000"  # requests per minute: the budget never binds
 NEVER_CHANGES = [{"status": "queued", "after": 0.0}]

@@ -27,7 +27,7 @@ from config import Settings, load_settings
 from relay.app import create_app
 from relay.redis_server import free_port
 from relay.simulator import create_simulator
-from workers.settings import worker_options
+from workers.settings import running_worker
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -216,21 +216,6 @@ async def api(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClie
         yield client
 
 
-@asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
-    """An arq worker (poller, delivery chains, sweeper) in this event loop."""
-    worker = Worker(**worker_options(settings), handle_signals=False)
-    task = asyncio.create_task(worker.async_run())
-    try:
-        yield worker
-    finally:
-        # Like SIGTERM with job_completion_wait: take no new jobs, let running ones finish.
-        worker.allow_pick_jobs = False
-        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
-                               timeout=10)
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from arq import cron, func
@@ -103,3 +105,20 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
 def build_worker_settings(settings: Settings) -> type:
     configure_logging(settings.log_level, settings.log_format, secrets_of(settings))
     return type("WorkerSettings", (), worker_options(settings))
+
+
+@asynccontextmanager
+async def running_worker(settings: Settings, **ctx: Any) -> AsyncIterator[Worker]:
+    """A worker in the current event loop (tests, benchmark); stops like SIGTERM does:
+    no new jobs, running ones finish, then close."""
+    worker = ResilientWorker(**worker_options(settings, **ctx), handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        worker.allow_pick_jobs = False
+        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
+                               timeout=10)
+        await worker.close()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
