@@ -15,7 +15,7 @@ from config import Settings, load_settings
 from relay.events import ALL_EVENTS
 from relay.ids import new_id
 from relay.signing import new_secret
-from relay.store import DURATIONS, THETA, Store
+from relay.store import DURATIONS, Store
 from workers.settings import running_worker
 
 OWNER = "bench"
@@ -91,7 +91,7 @@ async def run_relay(schedule: Schedule, budget: int, redis_url: str, t0: float,
 
 async def relay_extra(redis: Redis, got: Arrivals, schedule: Schedule,
                       changes: Any, stats: Any) -> dict[str, Any]:
-    """The relay's own notice lag (no webhook hop), the hop itself, and its controller."""
+    """The relay's own notice lag (no webhook hop) and the hop itself."""
     noticed = {key: a.observed for key, a in got.first.items()}
     notice = arm_result("relay-notice", schedule, changes, stats, noticed, 0.0)
     hops = [a.at - a.observed for a in got.first.values()]
@@ -99,6 +99,5 @@ async def relay_extra(redis: Redis, got: Arrivals, schedule: Schedule,
         "notice_lag_unscaled_seconds": {k: v.as_dict() for k, v in notice.lags.items()},
         "webhook_hop_wall_ms": {"p50": 1000 * percentile(hops, 0.5),
                                 "p90": 1000 * percentile(hops, 0.9)},
-        "theta_at_end": float(await redis.get(THETA) or "nan"),
         "webhooks": len(got.times),
     }

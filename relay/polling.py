@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay.events import NOT_FOUND, WATCH_EXPIRED, is_terminal
-from relay.schedule import DEFAULT_THETA, Limits, PollPolicy, learn_field
+from relay.schedule import Limits, PollPolicy, learn_field
 from relay.store import iso
 from relay.varg import Outcome, PollResult
 
@@ -35,7 +35,7 @@ def error_backoff(failures: int, limits: Limits, rng: random.Random | None = Non
 
 def decide(
     job_id: str, token: str, watch: dict[str, str], result: PollResult, now: float,
-    limits: Limits, policy: PollPolicy, theta: float = DEFAULT_THETA,
+    limits: Limits, policy: PollPolicy,
 ) -> dict[str, Any]:
     """The write-back for one job: what to record, whether the watch ends, when to poll next."""
     decision: dict[str, Any] = {
@@ -44,7 +44,7 @@ def decide(
         "last_polled_at": now, "delay": limits.min_interval,
     }
     if result.outcome is Outcome.ok and result.job is not None:
-        _observed(decision, result.job, watch, now, limits, policy, theta)
+        _observed(decision, result.job, watch, now, limits, policy)
     elif result.outcome is Outcome.not_found:
         _not_found(decision, watch, now, limits)
     else:
@@ -59,7 +59,7 @@ def decide(
 
 def _observed(
     decision: dict[str, Any], job: dict[str, Any], watch: dict[str, str], now: float,
-    limits: Limits, policy: PollPolicy, theta: float,
+    limits: Limits, policy: PollPolicy,
 ) -> None:
     status, model = str(job["status"]), str(job["model"])
     decision.update(
@@ -67,7 +67,7 @@ def _observed(
         created_at=job["created_at"], end_watch=is_terminal(status),
     )
     created = parse_time(job["created_at"]) or float(watch.get("started_at") or now)
-    decision["delay"] = policy.next_delay(model, now - created, limits, theta)
+    decision["delay"] = policy.next_delay(model, now - created, limits)
     if is_terminal(status) and watch.get("status") != status:
         # Teach the schedule how long this model takes (Varg's own times when it gives them).
         finished = parse_time(job.get("completed_at")) or now
@@ -91,3 +91,29 @@ def _expire_if_overdue(decision: dict[str, Any], watch: dict[str, str], now: flo
     if not decision["end_watch"] and now >= deadline:
         decision.update(status=WATCH_EXPIRED, end_watch=True)
         decision["job"] = decision["job"] or watch.get("job") or None
+
+
+# Tiers above any chance (which is at most 1): who is polled first when the budget is short.
+FIRST_LOOK = 3.0  # never polled, or a new subscription waits for its first status
+OVERDUE = 2.0  # not polled for max_interval: longest-unpolled first, so no live job starves
+SCHEDULED = 1.5  # a retry after an upstream error, or a look within the 404 grace
+
+
+def poll_value(fields: dict[str, str], now: float, limits: Limits, policy: PollPolicy) -> float:
+    """How much polling a due job now is worth; see relay/schedule.py."""
+    last = float(fields.get("last_polled_at") or 0)
+    if fields.get("urgent") or not last:
+        return FIRST_LOOK
+    if now - last >= limits.max_interval:
+        return OVERDUE + (now - last) / 1e6
+    if fields.get("first_404") or int(fields.get("failures") or 0):
+        return SCHEDULED
+    created = parse_time(fields.get("created_at")) or float(fields.get("started_at") or last)
+    return policy.value(fields.get("model") or "", last - created, now - created)
+
+
+def rank(candidates: list[tuple[str, dict[str, str]]], now: float, limits: Limits,
+         policy: PollPolicy) -> list[str]:
+    """Due job ids, most valuable first."""
+    valued = [(poll_value(fields, now, limits, policy), job_id) for job_id, fields in candidates]
+    return [job_id for _, job_id in sorted(valued, key=lambda pair: -pair[0])]

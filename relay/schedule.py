@@ -1,16 +1,18 @@
-"""When to poll a job next: spend the upstream budget where a change is likely.
+"""When a job is worth polling: spend the upstream budget where a change is likely.
 
 Each model has a distribution of run times (from `created_at` to a terminal status): a prior
 by kind of model (images take seconds, speech tens of seconds, video minutes) blended with a
-histogram of what the relay has seen, kept in Redis as counts in log-spaced buckets. After a
-poll at age `a`, the next poll is placed where the chance that the job finished since `a`
-reaches `theta`:
+histogram of what the relay has seen, kept in Redis as counts in log-spaced buckets.
 
-    F(a + delay) - F(a) = theta * (1 - F(a))
+The value of polling a job now is the chance that it finished since it was last polled, at age
+`a`, given that it had not:
 
-so polls are dense where completions are likely and sparse where they are not. `theta` is the
-deployment's budget controller (see `poll.lua`): it rises while the budget cannot serve every
-due job and falls while budget is left over, so the budget goes where it buys the most.
+    value = (F(age now) - F(a)) / (1 - F(a))
+
+Workers lease the due jobs of highest value first (`rank` in relay/polling.py), so a short
+budget goes where a change is most likely. A job becomes due (a candidate) once its value
+reaches ELIGIBLE_CHANCE, so a generous budget buys lower lag without polling jobs that are
+certainly still running.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ BUCKETS = 34  # log2-half-steps from 0.25 s to about 8 hours; the last bucket is
 EDGES = tuple(BUCKET_BASE * 2 ** (i / 2) for i in range(BUCKETS))
 PRIOR_WEIGHT = 5.0  # the prior counts as this many observed jobs
 PRIOR_SPREAD = 0.6  # standard deviation of ln(run time) in the prior
-DEFAULT_THETA = 0.05
+ELIGIBLE_CHANCE = 0.02  # a job is not polled before its value reaches this
 
 
 @dataclass(frozen=True)
@@ -132,14 +134,24 @@ class PollPolicy:
         return self._cache[model]
 
     def next_delay(self, model: str, age: float, limits: Limits,
-                   theta: float = DEFAULT_THETA) -> float:
+                   chance: float = ELIGIBLE_CHANCE) -> float:
+        """Seconds after a poll at `age` until the job's value reaches `chance`."""
         dist = self.durations(model)
         done = dist.cdf(age)
         if done > 0.999:
             # Older than anything seen: back off in proportion to age.
             return clamp(age / 4, limits)
-        target = dist.quantile(done + theta * (1 - done))
+        target = dist.quantile(done + chance * (1 - done))
         return clamp(target - age, limits)
+
+    def value(self, model: str, polled_age: float, age: float) -> float:
+        """The chance that a job alive when polled at `polled_age` has finished by `age`."""
+        dist = self.durations(model)
+        before = dist.cdf(polled_age)
+        if before > 0.999:
+            # Older than anything seen: the histogram says nothing, so wait counts.
+            return min(1.0, (age - polled_age) / max(age, 1e-9))
+        return max(0.0, (dist.cdf(age) - before) / (1 - before))
 
 
 def clamp(delay: float, limits: Limits) -> float:

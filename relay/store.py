@@ -17,7 +17,6 @@ single Redis, not a cluster):
     outboxes         set    subscriptions whose outbox is not empty (for the sweeper)
     finished         zset   finished subscriptions by finish time (for retention)
     rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
-    theta            the budget controller (relay/schedule.py)
     durations        hash   run-time histogram per model: `model\tbucket` -> count
 """
 
@@ -39,12 +38,15 @@ FINISHED = P + "finished"
 RL_WINDOW = P + "rl:window"
 RL_PACE = P + "rl:pace"
 PAUSE = P + "pause"
-THETA = P + "theta"
 DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
 WATCH_FIELDS = (
     "status", "model", "created_at", "started_at", "deadline", "first_404",
     "failures", "polls", "last_polled_at", "job",
+)
+CANDIDATE_FIELDS = (
+    "status", "model", "created_at", "started_at", "last_polled_at", "polls",
+    "first_404", "failures", "urgent",
 )
 
 
@@ -55,8 +57,10 @@ def iso(epoch: float | str | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _script(name: str) -> str:
-    return resources.files("relay").joinpath(f"lua/{name}.lua").read_text()
+def _script(name: str, *preludes: str) -> str:
+    """A Lua script, after the shared pieces it uses (Redis scripts cannot import)."""
+    lua = resources.files("relay").joinpath("lua")
+    return "\n".join(lua.joinpath(f"{part}.lua").read_text() for part in (*preludes, name))
 
 
 @dataclass(frozen=True)
@@ -66,13 +70,13 @@ class LeasedJob:
 
 
 @dataclass(frozen=True)
-class Lease:
-    now: float  # Redis time when the lease was taken
-    wait: float  # when no job was leased: seconds until one may be
-    theta: float  # the budget controller's current chance-per-poll (see relay/schedule.py)
+class Candidates:
+    now: float  # Redis time of the call
+    wait: float  # when there are no candidates: seconds until there may be
+    allowance: int  # requests the budget allows now
     kicked: list[str]  # subscriptions that got events from the decisions written back
-    reason: str  # leased, idle (nothing due), budget (due jobs wait for budget), pause
-    jobs: list[LeasedJob]
+    reason: str  # due (candidates follow), idle (nothing due), budget (due jobs wait), pause
+    jobs: list[LeasedJob]  # due jobs with CANDIDATE_FIELDS, not leased
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,10 @@ class Budget:
     limit: int  # requests per window
     window: float  # seconds
     pace: float  # seconds between requests, on average
+    burst: int  # requests that may go at once, ahead of the pace
+
+    def args(self) -> list[float]:
+        return [self.limit, self.window, self.pace, self.burst]
 
 
 class Store:
@@ -87,7 +95,8 @@ class Store:
         # redis-py's stubs type async commands as `Awaitable[T] | T`; Any keeps that noise out.
         self.redis: Any = redis
         self._subscribe = redis.register_script(_script("subscribe"))
-        self._poll = redis.register_script(_script("poll"))
+        self._poll = redis.register_script(_script("poll", "budget"))
+        self._lease = redis.register_script(_script("lease", "budget"))
         self._attempt = redis.register_script(_script("attempt"))
         self._delete = redis.register_script(_script("delete"))
         self._resend = redis.register_script(_script("resend"))
@@ -187,20 +196,27 @@ class Store:
         return watch or None
 
     async def poll_cycle(
-        self, decisions: list[dict[str, Any]], retention: float, batch: int, lease_s: float,
-        token: str, budget: Budget,
-    ) -> Lease:
-        """Write back the last batch's decisions and lease the next batch: one round trip."""
-        keys = [DUE, OUTBOXES, RL_WINDOW, RL_PACE, PAUSE, THETA, DURATIONS]
-        args = [json.dumps(decisions) if decisions else "[]", retention, batch, lease_s, token,
-                budget.limit, budget.window, budget.pace]
+        self, decisions: list[dict[str, Any]], retention: float, max_candidates: int,
+        budget: Budget,
+    ) -> Candidates:
+        """Write back the last batch's decisions and name the due jobs: one round trip."""
+        keys = [DUE, OUTBOXES, RL_WINDOW, RL_PACE, PAUSE, DURATIONS]
+        args = [json.dumps(decisions) if decisions else "[]", retention, max_candidates,
+                *budget.args()]
         raw: list[str] = await self._poll(keys=keys, args=args)  # type: ignore[arg-type]
-        width = len(WATCH_FIELDS) + 1
-        jobs = [
-            LeasedJob(raw[i], dict(zip(WATCH_FIELDS, raw[i + 1 : i + width], strict=True)))
-            for i in range(5, len(raw), width)
-        ]
-        return Lease(float(raw[0]), float(raw[1]), float(raw[2]), json.loads(raw[3]), raw[4], jobs)
+        jobs = _rows(raw[5:], CANDIDATE_FIELDS)
+        return Candidates(float(raw[0]), float(raw[1]), int(raw[2]), json.loads(raw[3]), raw[4],
+                          jobs)
+
+    async def lease(self, job_ids: list[str], token: str, lease_s: float,
+                    budget: Budget) -> list[LeasedJob]:
+        """Lease these jobs (best first) while the budget allows and they are still due."""
+        if not job_ids:
+            return []
+        keys = [DUE, RL_WINDOW, RL_PACE]
+        args = [token, lease_s, *budget.args(), *job_ids]
+        raw: list[str] = await self._lease(keys=keys, args=args)  # type: ignore[arg-type]
+        return _rows(raw, WATCH_FIELDS)
 
     async def durations(self) -> dict[str, str]:
         counts: dict[str, str] = await self.redis.hgetall(DURATIONS)
@@ -251,3 +267,10 @@ class Store:
                 pipe.srem(P + f"jobsuball:{sub['job_id']}", sid)
             pipe.zrem(FINISHED, sid)
             await pipe.execute()
+
+
+def _rows(raw: list[str], fields: tuple[str, ...]) -> list[LeasedJob]:
+    """`job_id, field values..., job_id, ...` from a script's reply."""
+    width = len(fields) + 1
+    return [LeasedJob(raw[i], dict(zip(fields, raw[i + 1 : i + width], strict=True)))
+            for i in range(0, len(raw), width)]

@@ -1,8 +1,9 @@
 """The poll loop each worker runs beside its arq jobs.
 
-Not an arq job per poll: a worker leases a batch of due jobs (one Lua call that also takes
-the deployment-wide budget), polls them concurrently, and writes every result back in one
-more call. A lease that is never written back (the worker died) expires by itself.
+Not an arq job per poll. Each step is two Lua calls and one concurrent batch of requests:
+write back the last batch and fetch the due jobs (poll.lua), rank them by the value of polling
+each now (relay/polling.py `rank`), lease the best the budget allows (lease.lua), poll them.
+A lease that is never written back (the worker died) expires by itself.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from typing import Any
 
 from relay import metrics
 from relay.events import JobStatus
-from relay.polling import decide
+from relay.polling import decide, rank
 from relay.schedule import Limits, PollPolicy, parse_counts
-from relay.store import Budget, Lease, LeasedJob
+from relay.store import Budget, Candidates, LeasedJob
 from relay.varg import Outcome, PollResult
 from workers.resources import Resources
 
@@ -31,6 +32,8 @@ WINDOW_MARGIN = 1.0  # count the budget over 61 s so a late request cannot spill
 UNAUTHORIZED_PAUSE = 30.0
 DEFAULT_429_PAUSE = 10.0
 POLICY_REFRESH = 10.0  # seconds between reloads of the learned run times
+BURST_SECONDS = 2.0  # the budget may run this far ahead of its pace (after an idle spell)
+MIN_CANDIDATES = 100  # due jobs ranked per step, at least (4 batches' worth when larger)
 
 Kick = Callable[[str], Awaitable[None]]
 
@@ -43,7 +46,9 @@ class Poller:
         s = res.settings
         self.limits = Limits(s.not_found_grace, s.poll_min_interval, s.poll_max_interval)
         self.budget = Budget(s.upstream_rate_limit, 60.0 + WINDOW_MARGIN,
-                             60.0 / s.upstream_rate_limit)
+                             60.0 / s.upstream_rate_limit,
+                             max(1, int(s.upstream_rate_limit * BURST_SECONDS / 60)))
+        self.candidates = max(MIN_CANDIDATES, 4 * s.poll_batch_size)
         self._stopping = asyncio.Event()
         self._unauthorized = False
         self._pending: list[dict[str, Any]] = []
@@ -71,25 +76,30 @@ class Poller:
             pass
 
     async def step(self) -> float:
-        """Write back the last batch and lease the next (one call), then poll it.
+        """Write back the last batch, lease the most valuable due jobs, and poll them.
 
         Returns how long to wait before the next step: nothing when a batch was polled, since
         its results are written back by the next call.
         """
-        lease = await self._cycle(self.res.settings.poll_batch_size)
-        if not lease.jobs:
-            if lease.reason in ("budget", "pause"):
-                metrics.RATE_LIMIT_WAITS.labels(lease.reason).inc()
-            return lease.wait
-        started = time.monotonic()
-        results = await asyncio.gather(*(self.res.varg.get_job(j.job_id) for j in lease.jobs))
-        now = lease.now + (time.monotonic() - started)
+        found = await self._cycle(self.candidates)
+        if not found.jobs:
+            if found.reason in ("budget", "pause"):
+                metrics.RATE_LIMIT_WAITS.labels(found.reason).inc()
+            return found.wait
+        listed = time.monotonic()
         policy = await self._policy()
+        best = rank([(j.job_id, j.fields) for j in found.jobs], found.now, self.limits, policy)
+        take = best[: min(found.allowance, self.res.settings.poll_batch_size)]
+        jobs = await self.res.store.lease(take, self._token, LEASE_SECONDS, self.budget)
+        if not jobs:
+            return 0.0  # another worker leased them first; look again
+        results = await asyncio.gather(*(self.res.varg.get_job(j.job_id) for j in jobs))
+        now = found.now + (time.monotonic() - listed)
         self._pending = [
-            decide(j.job_id, self._token, j.fields, r, now, self.limits, policy, lease.theta)
-            for j, r in zip(lease.jobs, results, strict=True)
+            decide(j.job_id, self._token, j.fields, r, now, self.limits, policy)
+            for j, r in zip(jobs, results, strict=True)
         ]
-        await self._after_batch(lease, results)
+        await self._after_batch(jobs, results)
         return 0.0
 
     async def flush(self) -> None:
@@ -97,22 +107,21 @@ class Poller:
         if self._pending:
             await self._cycle(0)
 
-    async def _cycle(self, batch: int) -> Lease:
+    async def _cycle(self, max_candidates: int) -> Candidates:
         # Each decision carries the token of the lease it answers; the next lease gets a new one.
         decisions, self._pending = self._pending, []
         self._token = secrets.token_hex(8)
         try:
-            lease = await self.res.store.poll_cycle(
-                decisions, self.res.settings.retention, batch, LEASE_SECONDS, self._token,
-                self.budget,
+            found = await self.res.store.poll_cycle(
+                decisions, self.res.settings.retention, max_candidates, self.budget
             )
         except BaseException:
             # Keep what was seen: retrying is safe, poll.lua checks each lease token once.
             self._pending = decisions + self._pending
             raise
-        for sid in dict.fromkeys(lease.kicked):
+        for sid in dict.fromkeys(found.kicked):
             await self.kick(sid)
-        return lease
+        return found
 
     async def _policy(self) -> PollPolicy:
         """The schedule, with run times learned by every worker, refreshed now and then."""
@@ -121,8 +130,8 @@ class Poller:
             self._policy_at = time.monotonic()
         return self.policy
 
-    async def _after_batch(self, lease: Lease, results: list[PollResult]) -> None:
-        for job, result in zip(lease.jobs, results, strict=True):
+    async def _after_batch(self, jobs: list[LeasedJob], results: list[PollResult]) -> None:
+        for job, result in zip(jobs, results, strict=True):
             self._observe(job, result)
         outcomes = {r.outcome for r in results}
         if Outcome.rate_limited in outcomes:

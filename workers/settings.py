@@ -28,6 +28,7 @@ from workers.sweep import sweep
 
 log = logging.getLogger("relay.worker")
 SWEEP_EVERY = 5  # seconds
+QUEUE_POLL = 0.1  # seconds between looks at the delivery queue when nothing wakes the worker
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -38,6 +39,8 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     async def kick_chain(sid: str) -> None:
         await kick(arq, sid)
+        if "wake" in ctx:  # ResilientWorker: start it now, not at the next look at the queue
+            ctx["wake"]()
 
     poller = Poller(res, kick_chain)
     ctx["resources"], ctx["poller"] = res, poller
@@ -68,7 +71,16 @@ def start_metrics_server(port: int) -> None:
 
 
 class ResilientWorker(Worker):
-    """An arq worker that rides out a Redis restart instead of exiting with a traceback."""
+    """An arq worker that rides out a Redis restart instead of exiting with a traceback, and
+    that looks at its queue as soon as this process's poller queues a delivery (`ctx["wake"]`)
+    rather than only every `poll_delay`: the first attempt goes out within milliseconds."""
+
+    def __init__(self, *args: Any, poll_delay: float = QUEUE_POLL, **kwargs: Any) -> None:
+        # arq's own loop then never sleeps; _poll_iteration waits for a wake-up or poll_delay.
+        super().__init__(*args, poll_delay=0, **kwargs)
+        self.idle_poll = poll_delay
+        self._wake = asyncio.Event()
+        self.ctx["wake"] = self._wake.set
 
     async def _poll_iteration(self) -> None:
         try:
@@ -76,6 +88,11 @@ class ResilientWorker(Worker):
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             log.warning("redis unavailable (%s); retrying in 1s", exc)
             await asyncio.sleep(1)
+        try:
+            await asyncio.wait_for(self._wake.wait(), self.idle_poll)
+        except TimeoutError:
+            pass
+        self._wake.clear()
 
 
 def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
@@ -94,7 +111,7 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
         "on_shutdown": shutdown,
         "max_jobs": settings.delivery_concurrency,
         "keep_result": 0,
-        "poll_delay": 0.1,
+        "poll_delay": QUEUE_POLL,
         "health_check_interval": 10,
         # On SIGTERM, stop taking jobs and let attempts in flight finish before cancelling.
         "job_completion_wait": int(settings.delivery_timeout + 5),

@@ -1,21 +1,20 @@
--- One round trip per poll batch: write back the results of the last batch, then lease the next.
+-- One round trip per poll batch: write back the results of the last batch, then name the
+-- candidates for the next one.
 --
 -- Write-back: for each job whose lease is still ours, store what was seen, and when its status
 -- differs from what a subscription last heard, queue one event for that subscription in the
 -- same step (so a crash loses nothing and a repeat poll adds nothing).
 --
--- Lease: take due jobs within the deployment-wide upstream budget: a sliding window (never
--- more than `limit` requests in any `window` seconds) plus pacing that spreads them over the
--- window. A lease pushes the job's due time out by the lease length: if the worker dies, the
--- job becomes due again by itself. The budget controller `theta` (the chance of a change a
--- poll should buy) rises while the budget cannot serve every due job, and falls while it can.
+-- Candidates: due jobs (the sorted set's score is when a job becomes worth polling), with what
+-- the worker needs to rank them by value, and how many requests the budget allows now
+-- (budget.lua). Nothing is leased here: the worker ranks, then lease.lua takes the best.
 --
--- KEYS: due, outboxes, window log, pacing key, pause key, theta key, durations
--- ARGV: decisions_json, retention, max_batch, lease_seconds, token, limit, window, pace
+-- KEYS: due, outboxes, window log, pacing key, pause key, durations
+-- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst
 -- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
 --            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
--- Returns: {now, wait, theta, kicked_json, reason, job_id, fields..., job_id, fields...}
--- reason: 'leased', 'idle' (nothing due), 'budget' (due jobs wait for budget), 'pause'
+-- Returns: {now, wait, allowance, kicked_json, reason, job_id, fields..., job_id, fields...}
+-- reason: 'due' (candidates follow), 'idle' (nothing due), 'budget' (due jobs wait), 'pause'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local KEYS_DUE, KEYS_OUTBOXES = KEYS[1], KEYS[2]
@@ -96,11 +95,11 @@ end
 for _, d in ipairs(cjson.decode(ARGV[1])) do
   local wkey = 'vr:watch:' .. d.job_id
   if redis.call('HGET', wkey, 'lease') == d.token then
-    redis.call('HDEL', wkey, 'lease')
+    redis.call('HDEL', wkey, 'lease', 'urgent')
     redis.call('HSET', wkey, 'last_polled_at', d.last_polled_at, 'first_404', d.first_404,
       'failures', d.failures)
     redis.call('HINCRBY', wkey, 'polls', 1)
-    if type(d.learn) == 'string' then redis.call('HINCRBY', KEYS[7], d.learn, 1) end
+    if type(d.learn) == 'string' then redis.call('HINCRBY', KEYS[6], d.learn, 1) end
     if type(d.status) == 'string' then
       redis.call('HSET', wkey, 'status', d.status)
       if type(d.job) == 'string' then
@@ -119,70 +118,37 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
   end
 end
 
--- ---------------------------------------------------------------- lease
-local FIELDS = {'status', 'model', 'created_at', 'started_at', 'deadline', 'first_404',
-  'failures', 'polls', 'last_polled_at', 'job'}
-local max_batch, lease, token = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local limit, window, pace = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local KEYS_WINDOW, KEYS_PACE, KEYS_PAUSE, KEYS_THETA = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local THETA_MIN, THETA_MAX = 0.01, 0.5
-local theta = tonumber(redis.call('GET', KEYS_THETA) or '0.05')
+-- ---------------------------------------------------------------- candidates
+local FIELDS = {'status', 'model', 'created_at', 'started_at', 'last_polled_at', 'polls',
+  'first_404', 'failures', 'urgent'}
+local max_candidates = tonumber(ARGV[3])
 local kicked_json = '[]'
 if #kicked > 0 then kicked_json = cjson.encode(kicked) end
 
-local function reply(wait, jobs, reason)
-  local out = {tostring(now), tostring(wait), tostring(theta), kicked_json, reason or 'idle'}
+local function reply(wait, allowance, reason, jobs)
+  local out = {tostring(now), tostring(wait), tostring(allowance), kicked_json, reason}
   for _, v in ipairs(jobs or {}) do out[#out + 1] = v end
   return out
 end
 
-local function steer(factor)
-  theta = math.min(THETA_MAX, math.max(THETA_MIN, theta * factor))
-  redis.call('SET', KEYS_THETA, theta)
-end
+if max_candidates <= 0 then return reply(0, 0, 'idle') end
+local pause = redis.call('PTTL', KEYS[5])
+if pause > 0 then return reply(pause / 1000, 0, 'pause') end
 
-if max_batch <= 0 then return reply(0) end
-local pause = redis.call('PTTL', KEYS_PAUSE)
-if pause > 0 then return reply(pause / 1000, nil, 'pause') end
-
-local due = redis.call('ZRANGE', KEYS_DUE, '-inf', now, 'BYSCORE', 'LIMIT', 0, max_batch)
+local due = redis.call('ZRANGE', KEYS_DUE, '-inf', now, 'BYSCORE', 'LIMIT', 0, max_candidates)
 if #due == 0 then
   local next_due = redis.call('ZRANGE', KEYS_DUE, 0, 0, 'WITHSCORES')
   local wait = 3600
   if next_due[2] then wait = math.max(0, tonumber(next_due[2]) - now) end
-  return reply(wait)
+  return reply(wait, 0, 'idle')
 end
-
--- Budget: requests left in the sliding window, and requests earned by pacing.
-redis.call('ZREMRANGEBYSCORE', KEYS_WINDOW, '-inf', now - window)
-local room = limit - redis.call('ZCARD', KEYS_WINDOW)
-local tat = tonumber(redis.call('GET', KEYS_PACE) or '0')
-local burst = math.max(1, math.floor(limit / 10))
-local paced = math.floor((now + burst * pace - math.max(tat, now)) / pace)
-local n = math.min(#due, room, paced)
-if n < #due then steer(1.05) elseif n < math.min(room, paced) then steer(0.98) end
-if n <= 0 then
-  local wait = pace
-  if room <= 0 then
-    local oldest = redis.call('ZRANGE', KEYS_WINDOW, 0, 0, 'WITHSCORES')
-    wait = math.max(0.01, tonumber(oldest[2]) + window - now)
-  elseif tat > now then
-    wait = math.max(0.01, tat - (now + (burst - 1) * pace))
-  end
-  return reply(wait, nil, 'budget')
-end
-redis.call('SET', KEYS_PACE, math.max(tat, now) + n * pace, 'EX', math.ceil(window) + 1)
-local seq = redis.call('INCRBY', 'vr:rl:seq', n)
+local allowance, wait = budget_allowance(KEYS[3], KEYS[4], tonumber(ARGV[4]),
+  tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+if allowance <= 0 then return reply(wait, 0, 'budget') end
 local jobs = {}
-for i = 1, n do
-  local job_id = due[i]
-  redis.call('ZADD', KEYS_WINDOW, now, tostring(seq - i))
-  redis.call('ZADD', KEYS_DUE, now + lease, job_id)
-  local wkey = 'vr:watch:' .. job_id
-  redis.call('HSET', wkey, 'lease', token)
+for _, job_id in ipairs(due) do
   jobs[#jobs + 1] = job_id
-  local values = redis.call('HMGET', wkey, unpack(FIELDS))
+  local values = redis.call('HMGET', 'vr:watch:' .. job_id, unpack(FIELDS))
   for j = 1, #FIELDS do jobs[#jobs + 1] = values[j] or '' end
 end
-redis.call('EXPIRE', KEYS_WINDOW, math.ceil(window) + 1)
-return reply(0, jobs, 'leased')
+return reply(0, allowance, 'due', jobs)

@@ -27,4 +27,5 @@ redis.call('HSET', KEYS[6], 'deadline', math.max(deadline, old_deadline), 'next_
 -- Poll soon so the new subscription hears the current status, but never later than planned.
 redis.call('ZADD', KEYS[7], 'LT', now, ARGV[3])
 redis.call('ZADD', KEYS[7], 'NX', now, ARGV[3])
+redis.call('HSET', KEYS[6], 'urgent', '1')  -- first in line: the subscriber waits for a status
 return {sid, 1}

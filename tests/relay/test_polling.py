@@ -12,7 +12,17 @@ from typing import Any
 
 import pytest
 
-from relay.polling import ERROR_BACKOFF_CAP, decide, error_backoff, parse_time
+from relay.polling import (
+    ERROR_BACKOFF_CAP,
+    FIRST_LOOK,
+    OVERDUE,
+    SCHEDULED,
+    decide,
+    error_backoff,
+    parse_time,
+    poll_value,
+    rank,
+)
 from relay.schedule import Limits, PollPolicy, bucket_of
 from relay.varg import Outcome, PollResult
 
@@ -242,3 +252,61 @@ def test_terminal_change_teaches_run_time() -> None:
 
 def test_repeat_terminal_teaches_nothing() -> None:
     assert "learn" not in run(ok("completed"), {"status": "completed"})
+
+
+# --- ranking due jobs -----------------------------------------------------------------------
+
+
+def polled(model: str, created_ago: float, polled_ago: float, **extra: str) -> dict[str, str]:
+    """Watch fields of a job created `created_ago` s before NOW, last polled `polled_ago` ago."""
+    return {"status": "processing", "model": model, "created_at": "",
+            "started_at": str(NOW - created_ago), "last_polled_at": str(NOW - polled_ago),
+            "polls": "3", "first_404": "", "failures": "0", "urgent": "", **extra}
+
+
+def test_a_job_never_polled_comes_first() -> None:
+    fresh = {"status": "", "last_polled_at": "", "polls": "", "started_at": str(NOW)}
+    assert poll_value(fresh, NOW, LIMITS, POLICY) == FIRST_LOOK
+
+
+def test_a_new_subscription_on_a_watched_job_comes_first() -> None:
+    urgent = polled("fal:kling-v2.5", 30, 2, urgent="1")
+    assert poll_value(urgent, NOW, LIMITS, POLICY) == FIRST_LOOK
+
+
+def test_a_job_unpolled_for_max_interval_outranks_any_chance() -> None:
+    stale = polled("fal:kling-v2.5", 100, 61)
+    likely = polled("fal:flux-schnell", 30, 20)  # an image at 30 s has surely finished
+    assert poll_value(likely, NOW, LIMITS, POLICY) <= 1.0
+    assert poll_value(stale, NOW, LIMITS, POLICY) > OVERDUE
+    assert rank([("likely", likely), ("stale", stale)], NOW, LIMITS, POLICY) == ["stale", "likely"]
+
+
+def test_when_all_are_overdue_the_longest_unpolled_goes_first() -> None:
+    jobs = [("a", polled("m", 500, 70)), ("b", polled("m", 500, 200)), ("c", polled("m", 500, 90))]
+    assert rank(jobs, NOW, LIMITS, POLICY) == ["b", "c", "a"]
+
+
+def test_error_retries_and_404_looks_keep_their_schedule() -> None:
+    retry = polled("fal:kling-v2.5", 30, 5, failures="2")
+    grace = polled("", 10, 3, first_404=str(NOW - 10), status="")
+    assert poll_value(retry, NOW, LIMITS, POLICY) == SCHEDULED
+    assert poll_value(grace, NOW, LIMITS, POLICY) == SCHEDULED
+
+
+def test_due_jobs_are_ranked_by_the_chance_they_changed() -> None:
+    """An image past its typical run time beats a young video polled just as long ago,
+    and a long wait beats a short one for the same model."""
+    jobs = [
+        ("video", polled("fal:kling-v2.5", 15, 5)),
+        ("image_short_wait", polled("fal:flux-schnell", 10, 1)),
+        ("image_long_wait", polled("fal:flux-schnell", 12, 5)),
+    ]
+    assert rank(jobs, NOW, LIMITS, POLICY) == ["image_long_wait", "image_short_wait", "video"]
+
+
+def test_value_uses_varg_created_at_over_the_watch_start() -> None:
+    """The job's own age counts, not how long the relay has watched it."""
+    old = polled("fal:flux-schnell", 1, 1, created_at="2026-02-13T10:04:48Z")  # 12 s old
+    young = polled("fal:flux-schnell", 1, 1)  # 1 s old by the watch's start
+    assert poll_value(old, NOW, LIMITS, POLICY) > poll_value(young, NOW, LIMITS, POLICY)

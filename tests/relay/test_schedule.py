@@ -82,17 +82,41 @@ def test_polls_are_dense_near_the_typical_run_time() -> None:
     assert typical < early
 
 
-def test_larger_theta_spends_fewer_polls() -> None:
-    small = POLICY.next_delay("fal:kling-v2.5", 60.0, LIMITS, theta=0.02)
-    large = POLICY.next_delay("fal:kling-v2.5", 60.0, LIMITS, theta=0.3)
+def test_a_larger_chance_is_reached_later() -> None:
+    small = POLICY.next_delay("fal:kling-v2.5", 60.0, LIMITS, chance=0.02)
+    large = POLICY.next_delay("fal:kling-v2.5", 60.0, LIMITS, chance=0.3)
     assert large > small
+
+
+def test_value_grows_with_time_since_the_last_poll() -> None:
+    values = [POLICY.value("fal:flux-schnell", 5.0, 5.0 + wait) for wait in (0, 2, 5, 20, 60)]
+    assert values[0] == 0.0
+    assert values == sorted(values) and values[-1] > 0.99
+
+
+def test_value_is_the_chance_of_finishing_since_the_last_poll() -> None:
+    dist = POLICY.durations("fal:flux-schnell")
+    expected = (dist.cdf(12.0) - dist.cdf(8.0)) / (1 - dist.cdf(8.0))
+    assert POLICY.value("fal:flux-schnell", 8.0, 12.0) == pytest.approx(expected)
+
+
+def test_an_image_is_worth_more_than_a_video_after_the_same_wait() -> None:
+    """The same 5 s since the last poll: an image near its typical run time has likely
+    finished; a video of the same age has hardly started."""
+    image = POLICY.value("fal:flux-schnell", 8.0, 13.0)
+    assert image > 5 * POLICY.value("fal:kling-v2.5", 8.0, 13.0)
+
+
+def test_value_past_every_seen_run_time_grows_with_the_wait() -> None:
+    assert 0 < POLICY.value("fal:flux-schnell", 1e4, 1e4 + 10) < POLICY.value(
+        "fal:flux-schnell", 1e4, 1e4 + 1000) <= 1.0
 
 
 @pytest.mark.parametrize("age", [0.0, 1.0, 100.0, 1e6])
 def test_delay_within_limits(age: float) -> None:
     for model in ("fal:flux-schnell", "fal:kling-v2.5", "unknown:model"):
-        for theta in (0.01, 0.05, 0.5):
-            assert 1.0 <= POLICY.next_delay(model, age, LIMITS, theta) <= 60.0
+        for chance in (0.01, 0.05, 0.5):
+            assert 1.0 <= POLICY.next_delay(model, age, LIMITS, chance) <= 60.0
 
 
 def test_prior_counts_weigh_prior_weight() -> None:

@@ -1,0 +1,32 @@
+-- The deployment-wide upstream budget, shared by poll.lua and lease.lua (prepended to both).
+-- A sliding window (never more than `limit` requests in any `window` seconds) plus pacing that
+-- spreads them over the window (at most `burst` requests ahead of the pace), so the minute's
+-- budget is not spent in its first second.
+
+-- How many requests may go now, and when one may if none: (allowance, wait).
+local function budget_allowance(window_key, pace_key, limit, window, pace, burst)
+  local at = redis.call('TIME')
+  local clock = tonumber(at[1]) + tonumber(at[2]) / 1e6
+  redis.call('ZREMRANGEBYSCORE', window_key, '-inf', clock - window)
+  local room = limit - redis.call('ZCARD', window_key)
+  local tat = tonumber(redis.call('GET', pace_key) or '0')
+  local paced = math.floor((clock + burst * pace - math.max(tat, clock)) / pace)
+  local n = math.min(room, paced)
+  if n > 0 then return n, 0 end
+  if room <= 0 then
+    local oldest = redis.call('ZRANGE', window_key, 0, 0, 'WITHSCORES')
+    return 0, math.max(0.01, tonumber(oldest[2]) + window - clock)
+  end
+  return 0, math.max(0.01, tat - (clock + (burst - 1) * pace))
+end
+
+-- Record `n` requests taken now.
+local function budget_take(window_key, pace_key, n, window, pace)
+  local at = redis.call('TIME')
+  local clock = tonumber(at[1]) + tonumber(at[2]) / 1e6
+  local tat = tonumber(redis.call('GET', pace_key) or '0')
+  redis.call('SET', pace_key, math.max(tat, clock) + n * pace, 'EX', math.ceil(window) + 1)
+  local seq = redis.call('INCRBY', 'vr:rl:seq', n)
+  for i = 1, n do redis.call('ZADD', window_key, clock, tostring(seq - i)) end
+  redis.call('EXPIRE', window_key, math.ceil(window) + 1)
+end

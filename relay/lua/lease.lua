@@ -1,0 +1,33 @@
+-- Lease the jobs a worker chose (best first), within the budget (budget.lua, prepended).
+-- A job is taken only if it is still due: another worker may have leased it since it was named
+-- a candidate. A lease pushes the job's due time out by the lease length, so if the worker
+-- dies the job becomes due again by itself.
+--
+-- KEYS: due, window log, pacing key
+-- ARGV: token, lease_seconds, limit, window, pace, burst, job_id...
+-- Returns: {job_id, fields..., job_id, fields...}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+local FIELDS = {'status', 'model', 'created_at', 'started_at', 'deadline', 'first_404',
+  'failures', 'polls', 'last_polled_at', 'job'}
+local token, lease = ARGV[1], tonumber(ARGV[2])
+local window, pace = tonumber(ARGV[4]), tonumber(ARGV[5])
+local allowance = budget_allowance(KEYS[2], KEYS[3], tonumber(ARGV[3]), window, pace,
+  tonumber(ARGV[6]))
+local jobs, taken = {}, 0
+for i = 7, #ARGV do
+  if taken >= allowance then break end
+  local job_id = ARGV[i]
+  local score = redis.call('ZSCORE', KEYS[1], job_id)
+  if score and tonumber(score) <= now then
+    taken = taken + 1
+    redis.call('ZADD', KEYS[1], now + lease, job_id)
+    local wkey = 'vr:watch:' .. job_id
+    redis.call('HSET', wkey, 'lease', token)
+    jobs[#jobs + 1] = job_id
+    local values = redis.call('HMGET', wkey, unpack(FIELDS))
+    for j = 1, #FIELDS do jobs[#jobs + 1] = values[j] or '' end
+  end
+end
+if taken > 0 then budget_take(KEYS[2], KEYS[3], taken, window, pace) end
+return jobs
