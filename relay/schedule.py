@@ -23,8 +23,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 BUCKET_BASE = 0.25  # seconds: the upper edge of the first bucket
-BUCKETS = 34  # log2-half-steps from 0.25 s to about 8 hours; the last bucket is open-ended
-EDGES = tuple(BUCKET_BASE * 2 ** (i / 2) for i in range(BUCKETS))
+# Quarter steps of log2 (each bucket 19% wider than the last) from 0.25 s to about 7.5 hours;
+# the last bucket is open-ended. Finer buckets place polls closer to where jobs really end.
+BUCKETS = 68
+EDGES = tuple(BUCKET_BASE * 2 ** (i / 4) for i in range(BUCKETS))
 PRIOR_WEIGHT = 5.0  # the prior counts as this many observed jobs
 PRIOR_SPREAD = 0.6  # standard deviation of ln(run time) in the prior
 ELIGIBLE_CHANCE = 0.02  # a job is not polled before its value reaches this

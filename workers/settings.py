@@ -125,10 +125,13 @@ def build_worker_settings(settings: Settings) -> type:
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings, **ctx: Any) -> AsyncIterator[Worker]:
+async def running_worker(
+    settings: Settings, poll_delay: float = QUEUE_POLL, **ctx: Any
+) -> AsyncIterator[Worker]:
     """A worker in the current event loop (tests, benchmark); stops like SIGTERM does:
     no new jobs, running ones finish, then close."""
-    worker = ResilientWorker(**worker_options(settings, **ctx), handle_signals=False)
+    options = worker_options(settings, **ctx) | {"poll_delay": poll_delay}
+    worker = ResilientWorker(**options, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker

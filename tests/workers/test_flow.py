@@ -7,7 +7,9 @@ import asyncio
 import httpx
 from arq.worker import Worker
 
+from config import Settings
 from tests.conftest import Receiver, eventually, sim_job
+from workers.settings import running_worker
 
 
 async def test_status_changes_arrive_in_order(
@@ -32,3 +34,17 @@ async def test_status_changes_arrive_in_order(
         await asyncio.sleep(0.02)
     assert sub["state"] == "done"
     assert sub["last_status"] == "completed"
+
+
+async def test_the_poller_wakes_delivery_without_waiting_for_the_queue_poll(
+    api: httpx.AsyncClient, settings: Settings, simulator: str, receiver: Receiver
+) -> None:
+    """arq looks at its queue only every `poll_delay`; here a minute. The poller wakes its own
+    worker when it queues a delivery, so the webhook still arrives at once. Bound: 15 s."""
+    sim_job(simulator, "job_wake", [("completed", 0)])
+    async with running_worker(settings, poll_delay=60.0):
+        await asyncio.sleep(0.5)  # past the worker's first look at its (empty) queue
+        response = await api.post("/v1/subscriptions", json={"job_id": "job_wake",
+                                                             "url": receiver.url("/wake")})
+        assert response.status_code == 201
+        await eventually(lambda: receiver.types("/wake") == ["job.completed"])
