@@ -8,7 +8,8 @@ single Redis, not a cluster):
     owner:{owner}    zset   the owner's subscription ids, in id (creation) order
     jobsubs:{job}    set    active subscriptions that still want events from the job
     jobsuball:{job}  set    every retained subscription of the job
-    watch:{job}      hash   the relay's view of the job: status, job JSON, lease, counters
+    watch:{job}      hash   the relay's view of the job: status, lease, counters
+    job:{job}        string the job's JSON as last seen; expires with its watch
     due              zset   watched job ids by next poll time
     msg:{mid}        hash   a delivery: event body, status, next attempt
     attempts:{mid}   list   the delivery's attempts, as JSON
@@ -104,6 +105,7 @@ class Store:
         keys = [
             P + f"dedupe:{dedupe}", P + f"sub:{sid}", P + f"owner:{owner}",
             P + f"jobsubs:{job_id}", P + f"jobsuball:{job_id}", P + f"watch:{job_id}", DUE,
+            P + f"job:{job_id}",
         ]
         args = [sid, owner, job_id, url, json.dumps(events), json.dumps(metadata), watch_timeout]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
@@ -183,7 +185,13 @@ class Store:
     # --- watches and polling -------------------------------------------------------------
 
     async def watch(self, job_id: str) -> dict[str, str] | None:
-        watch: dict[str, str] = await self.redis.hgetall(P + f"watch:{job_id}")
+        """The watch hash, with the job's last seen JSON (kept in a key of its own) as `job`."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(P + f"watch:{job_id}")
+            pipe.get(P + f"job:{job_id}")
+            watch, job = await pipe.execute()
+        if watch and job is not None:
+            watch["job"] = job
         return watch or None
 
     async def poll_cycle(

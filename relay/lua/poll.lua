@@ -12,7 +12,7 @@
 --
 -- KEYS: due, outboxes, window log, pacing key, pause key, theta key, durations
 -- ARGV: decisions_json, retention, max_batch, lease_seconds, token, limit, window, pace
--- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
+-- decision: {job_id, token, status|null, job|null (raw JSON text; null keeps the last), delay, first_404, failures,
 --            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
 -- Returns: {now, wait, theta, kicked_json, reason, job_id, fields..., job_id, fields...}
 -- reason: 'leased', 'idle' (nothing due), 'budget' (due jobs wait for budget), 'pause'
@@ -91,6 +91,21 @@ local function end_watch(wkey, job_id)
   redis.call('ZREM', KEYS_DUE, job_id)
   redis.call('HSET', wkey, 'active', '0', 'ended_at', now, 'next_poll_at', '')
   redis.call('EXPIRE', wkey, retention)
+  redis.call('EXPIRE', 'vr:job:' .. job_id, retention)
+end
+
+-- The job JSON has a key of its own: at 200+ bytes it would push the watch hash out of Redis's
+-- compact encoding (see relay/store.py). A decision without one (not_found, watch_expired)
+-- announces the job as last seen.
+local function record_job(d, wkey)
+  local jkey = 'vr:job:' .. d.job_id
+  if type(d.job) ~= 'string' then
+    d.job = redis.call('GET', jkey)
+    return
+  end
+  redis.call('SET', jkey, d.job)
+  if type(d.model) == 'string' then redis.call('HSET', wkey, 'model', d.model) end
+  if type(d.created_at) == 'string' then redis.call('HSET', wkey, 'created_at', d.created_at) end
 end
 
 for _, d in ipairs(cjson.decode(ARGV[1])) do
@@ -103,11 +118,7 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
     if type(d.learn) == 'string' then redis.call('HINCRBY', KEYS[7], d.learn, 1) end
     if type(d.status) == 'string' then
       redis.call('HSET', wkey, 'status', d.status)
-      if type(d.job) == 'string' then
-        redis.call('HSET', wkey, 'job', d.job)
-        if type(d.model) == 'string' then redis.call('HSET', wkey, 'model', d.model) end
-        if type(d.created_at) == 'string' then redis.call('HSET', wkey, 'created_at', d.created_at) end
-      end
+      record_job(d, wkey)
       fan_out(d)
     end
     if d.end_watch or redis.call('SCARD', 'vr:jobsubs:' .. d.job_id) == 0 then

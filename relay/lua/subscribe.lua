@@ -1,6 +1,6 @@
 -- Create a subscription and make sure its job is watched, in one step.
 -- A live duplicate (same owner, job_id, url, events) is returned instead of a new one.
--- KEYS: dedupe, sub, owner index, job's active subs, job's all subs, watch, due
+-- KEYS: dedupe, sub, owner index, job's active subs, job's all subs, watch, due, job JSON
 -- ARGV: sid, owner, job_id, url, events_json, metadata_json, watch_timeout
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1e6
@@ -17,6 +17,7 @@ redis.call('ZADD', KEYS[3], 0, sid)
 redis.call('SADD', KEYS[4], sid)
 redis.call('SADD', KEYS[5], sid)
 redis.call('PERSIST', KEYS[6])
+redis.call('PERSIST', KEYS[8])
 local deadline = now + tonumber(ARGV[7])
 local old_deadline = tonumber(redis.call('HGET', KEYS[6], 'deadline') or '0')
 if redis.call('HGET', KEYS[6], 'active') ~= '1' then

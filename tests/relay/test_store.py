@@ -1,0 +1,118 @@
+"""relay.store and its Lua scripts against a real Redis: what is kept where, and in how little.
+
+Polls are driven by hand (lease, `decide`, write back) so each test controls what Varg says.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from relay.ids import new_id
+from relay.polling import decide
+from relay.schedule import Limits, PollPolicy
+from relay.store import Budget, Store
+from relay.varg import Outcome, PollResult
+
+OWNER = "0123456789abcdef0123456789abcdef"  # as api.owner_of makes them
+URL = "https://hooks.example.com/varg"
+LIMITS = Limits(not_found_grace=0.0, min_interval=60.0, max_interval=60.0)
+BUDGET = Budget(limit=1000, window=61.0, pace=0.001)
+RETENTION = 3600.0
+# A job as Varg returns it: long enough (200+ bytes) to matter for Redis's compact encoding.
+CACHE = {"hit": False, "key": "sha256:" + "fa" * 32}
+
+
+def varg_job(job_id: str, status: str) -> dict[str, Any]:
+    return {"job_id": job_id, "status": status, "model": "fal:flux-schnell",
+            "created_at": "2026-02-13T10:00:00.000Z", "cache": CACHE}
+
+
+def ok(job_id: str, status: str) -> PollResult:
+    return PollResult(Outcome.ok, job=varg_job(job_id, status), status_code=200)
+
+
+NOT_FOUND = PollResult(Outcome.not_found, status_code=404)
+
+
+@pytest.fixture
+def store(redis: Redis) -> Store:
+    return Store(redis)
+
+
+async def subscribe(store: Store, job_id: str, url: str = URL,
+                    events: list[str] | None = None, metadata: dict[str, Any] | None = None,
+                    owner: str = OWNER) -> str:
+    events = events or ["job.queued", "job.processing", "job.completed", "job.not_found"]
+    sid, _ = await store.subscribe(new_id("sub"), owner, job_id, url, events,
+                                   metadata or {}, 3600.0)
+    return sid
+
+
+async def poll(store: Store, results: dict[str, PollResult]) -> list[str]:
+    """Lease every due job, answer each with its result, write back; the subscriptions kicked."""
+    token = new_id("lease")
+    lease = await store.poll_cycle([], RETENTION, 100, 30.0, token, BUDGET)
+    decisions = [decide(j.job_id, token, j.fields, results[j.job_id], lease.now, LIMITS,
+                        PollPolicy()) for j in lease.jobs]
+    assert decisions, "nothing was due"
+    written = await store.poll_cycle(decisions, RETENTION, 0, 30.0, new_id("lease"), BUDGET)
+    return written.kicked
+
+
+async def make_due(redis: Redis, job_id: str) -> None:
+    await redis.zadd("vr:due", {job_id: 0})
+
+
+async def bodies(store: Store, sid: str) -> list[dict[str, Any]]:
+    found = await store.deliveries(await store.delivery_ids(sid))
+    return [json.loads(msg["body"]) for msg, _ in found]
+
+
+# --- the watch and the job JSON ------------------------------------------------------------
+
+
+async def test_the_job_json_is_kept_apart_so_the_watch_hash_stays_compact(
+    store: Store, redis: Redis
+) -> None:
+    await subscribe(store, "job_a")
+    await poll(store, {"job_a": ok("job_a", "queued")})
+    job_json = await redis.get("vr:job:job_a")
+    assert json.loads(job_json) == varg_job("job_a", "queued")
+    assert len(job_json) > 64  # what would convert the watch hash
+    assert await redis.object("encoding", "vr:watch:job_a") == "listpack"
+    watch = await store.watch("job_a")
+    assert watch is not None
+    assert json.loads(watch["job"]) == varg_job("job_a", "queued")
+    assert watch["status"] == "queued"
+
+
+async def test_not_found_announces_the_job_as_last_seen(store: Store, redis: Redis) -> None:
+    sid = await subscribe(store, "job_b")
+    await poll(store, {"job_b": ok("job_b", "processing")})
+    await make_due(redis, "job_b")
+    await poll(store, {"job_b": NOT_FOUND})
+    last = await bodies(store, sid)
+    assert [b["type"] for b in last] == ["job.processing", "job.not_found"]
+    assert last[-1]["data"]["job"] == varg_job("job_b", "processing")
+
+
+async def test_not_found_before_any_job_was_seen_announces_none(store: Store) -> None:
+    sid = await subscribe(store, "job_c")
+    await poll(store, {"job_c": NOT_FOUND})
+    assert [b["data"]["job"] for b in await bodies(store, sid)] == [None]
+
+
+async def test_an_ended_watch_expires_with_its_job_and_a_new_subscription_keeps_both(
+    store: Store, redis: Redis
+) -> None:
+    await subscribe(store, "job_d")
+    await poll(store, {"job_d": ok("job_d", "completed")})
+    for key in ("vr:watch:job_d", "vr:job:job_d"):
+        assert 0 < await redis.ttl(key) <= RETENTION
+    await subscribe(store, "job_d", url=URL + "/again")
+    for key in ("vr:watch:job_d", "vr:job:job_d"):
+        assert await redis.ttl(key) == -1
