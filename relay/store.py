@@ -3,7 +3,8 @@
 Keys (all under `vr:`; the Lua scripts in `relay/lua/` use the same names, so the store needs a
 single Redis, not a cluster):
 
-    sub:{sid}        hash   a subscription; timestamps are Unix seconds
+    sub:{sid}        hash   a subscription; timestamps are Unix seconds; events as letters
+                            (relay/events.py EVENT_CODES)
     dedupe:{sha}     string the live subscription with that owner, job, url and events
     owner:{owner}    zset   the owner's subscription ids, in id (creation) order
     jobsubs:{job}    set    active subscriptions that still want events from the job
@@ -32,6 +33,8 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+
+from relay.events import encode_events
 
 P = "vr:"
 DUE = P + "due"
@@ -107,7 +110,8 @@ class Store:
             P + f"jobsubs:{job_id}", P + f"jobsuball:{job_id}", P + f"watch:{job_id}", DUE,
             P + f"job:{job_id}",
         ]
-        args = [sid, owner, job_id, url, json.dumps(events), json.dumps(metadata), watch_timeout]
+        args = [sid, owner, job_id, url, encode_events(events), json.dumps(metadata),
+                watch_timeout]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
         return str(found), bool(created)
 

@@ -29,6 +29,11 @@ local TERMINAL = {completed = true, failed = true, cancelled = true, not_found =
 local KNOWN = {queued = true, processing = true, completed = true, failed = true,
   cancelled = true, not_found = true, watch_expired = true}
 
+-- A subscription's events are one letter per type: relay/events.py EVENT_CODES.
+local EVENT_CODES = {['job.queued'] = 'q', ['job.processing'] = 'p', ['job.completed'] = 'c',
+  ['job.failed'] = 'f', ['job.cancelled'] = 'x', ['job.status_changed'] = 's',
+  ['job.not_found'] = 'n', ['job.watch_expired'] = 'w'}
+
 local function event_type(status)
   if KNOWN[status] then return 'job.' .. status end
   return 'job.status_changed'
@@ -75,7 +80,7 @@ local function fan_out(d)
     if sub[1] ~= 'active' then
       redis.call('SREM', subs_key, sid)
     elseif sub[2] ~= d.status then
-      local wanted = string.find(sub[4], '"' .. event_type(d.status) .. '"', 1, true)
+      local wanted = string.find(sub[4], EVENT_CODES[event_type(d.status)], 1, true)
       if wanted then queue_event(d, sid, sub, sub[2]) end
       redis.call('HSET', skey, 'last_status', d.status, 'updated_at', now)
       if TERMINAL[d.status] then

@@ -1,7 +1,7 @@
 -- Create a subscription and make sure its job is watched, in one step.
 -- A live duplicate (same owner, job_id, url, events) is returned instead of a new one.
 -- KEYS: dedupe, sub, owner index, job's active subs, job's all subs, watch, due, job JSON
--- ARGV: sid, owner, job_id, url, events_json, metadata_json, watch_timeout
+-- ARGV: sid, owner, job_id, url, events (letters: relay/events.py), metadata_json, watch_timeout
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local existing = redis.call('GET', KEYS[1])

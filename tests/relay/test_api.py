@@ -181,6 +181,13 @@ async def test_explicit_events_are_kept(api: httpx.AsyncClient) -> None:
     assert sub["events"] == ["job.completed", "job.failed"]
 
 
+async def test_events_come_back_in_the_order_given(api: httpx.AsyncClient) -> None:
+    given = ["job.watch_expired", "job.failed", "job.queued", "job.status_changed"]
+    sub = await create(api, events=given)
+    assert sub["events"] == given
+    assert (await api.get(f"/v1/subscriptions/{sub['id']}")).json()["events"] == given
+
+
 async def test_duplicate_events_are_collapsed(api: httpx.AsyncClient) -> None:
     sub = await create(api, events=["job.completed", "job.completed"])
     assert sub["events"] == ["job.completed"]

@@ -116,3 +116,21 @@ async def test_an_ended_watch_expires_with_its_job_and_a_new_subscription_keeps_
     await subscribe(store, "job_d", url=URL + "/again")
     for key in ("vr:watch:job_d", "vr:job:job_d"):
         assert await redis.ttl(key) == -1
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+async def test_events_are_stored_as_letters_and_filter_the_fan_out(
+    store: Store, redis: Redis
+) -> None:
+    wants_all = await subscribe(store, "job_e", url=URL + "/all")
+    only_done = await subscribe(store, "job_e", url=URL + "/done",
+                                events=["job.completed", "job.failed"])
+    assert await redis.hget(f"vr:sub:{only_done}", "events") == "cf"
+    await poll(store, {"job_e": ok("job_e", "processing")})
+    await make_due(redis, "job_e")
+    await poll(store, {"job_e": ok("job_e", "completed")})
+    assert [b["type"] for b in await bodies(store, wants_all)] == [
+        "job.processing", "job.completed"]
+    assert [b["type"] for b in await bodies(store, only_done)] == ["job.completed"]
