@@ -17,8 +17,7 @@ from relay.store import Store
 from workers.settings import running_worker
 
 # Keys that exist because a job is watched for one subscription (shared zsets included).
-WATCH_KEYS = ("vr:watch:", "vr:job:", "vr:sub:", "vr:dedupe:", "vr:jobsubs:", "vr:jobsuball:",
-              "vr:owner:", "vr:due")
+WATCH_KEYS = ("vr:watch:", "vr:job:", "vr:sub:", "vr:jobsubs:", "vr:owner:", "vr:due")
 DELIVERY_LOG_KEYS = ("vr:msg:", "vr:attempts:", "vr:msgs:", "vr:outbox:")
 
 

@@ -5,10 +5,10 @@ single Redis, not a cluster):
 
     sub:{sid}        hash   a subscription; timestamps are Unix seconds; events as letters
                             (relay/events.py EVENT_CODES)
-    dedupe:{sha}     string the live subscription with that owner, job, url and events
     owner:{owner}    zset   the owner's subscription ids, in id (creation) order
-    jobsubs:{job}    set    active subscriptions that still want events from the job
-    jobsuball:{job}  set    every retained subscription of the job
+    jobsubs:{job}    hash   every retained subscription of the job: sid -> 1 while it still
+                            wants events from the job, else 0; and d:{digest} -> the live
+                            subscription with that owner, url and events (`dedupe_digest`)
     watch:{job}      hash   the relay's view of the job: status, lease, counters
     job:{job}        string the job's JSON as last seen; expires with its watch
     due              zset   watched job ids by next poll time
@@ -25,6 +25,7 @@ single Redis, not a cluster):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -59,8 +60,16 @@ def iso(epoch: float | str | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _script(name: str) -> str:
-    return resources.files("relay").joinpath(f"lua/{name}.lua").read_text()
+def _script(*names: str) -> str:
+    """The Lua files joined into one script (finish.lua holds what several of them share)."""
+    return "\n".join(resources.files("relay").joinpath(f"lua/{n}.lua").read_text() for n in names)
+
+
+def dedupe_digest(owner: str, url: str, events: list[str]) -> str:
+    """What makes two subscriptions of one job the same, in 22 characters (128 bits of SHA-256):
+    short enough to keep the hashes that hold it in Redis's compact encoding."""
+    identity = json.dumps([owner, url, sorted(events)]).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:16]).decode().rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -91,9 +100,9 @@ class Store:
         # redis-py's stubs type async commands as `Awaitable[T] | T`; Any keeps that noise out.
         self.redis: Any = redis
         self._subscribe = redis.register_script(_script("subscribe"))
-        self._poll = redis.register_script(_script("poll"))
-        self._attempt = redis.register_script(_script("attempt"))
-        self._delete = redis.register_script(_script("delete"))
+        self._poll = redis.register_script(_script("finish", "poll"))
+        self._attempt = redis.register_script(_script("finish", "attempt"))
+        self._delete = redis.register_script(_script("finish", "delete"))
         self._resend = redis.register_script(_script("resend"))
 
     # --- subscriptions -------------------------------------------------------------------
@@ -102,16 +111,10 @@ class Store:
         self, sid: str, owner: str, job_id: str, url: str, events: list[str],
         metadata: dict[str, Any], watch_timeout: float,
     ) -> tuple[str, bool]:
-        dedupe = hashlib.sha256(
-            json.dumps([owner, job_id, url, sorted(events)]).encode()
-        ).hexdigest()
-        keys = [
-            P + f"dedupe:{dedupe}", P + f"sub:{sid}", P + f"owner:{owner}",
-            P + f"jobsubs:{job_id}", P + f"jobsuball:{job_id}", P + f"watch:{job_id}", DUE,
-            P + f"job:{job_id}",
-        ]
+        keys = [P + f"sub:{sid}", P + f"owner:{owner}", P + f"jobsubs:{job_id}",
+                P + f"watch:{job_id}", DUE, P + f"job:{job_id}"]
         args = [sid, owner, job_id, url, encode_events(events), json.dumps(metadata),
-                watch_timeout]
+                watch_timeout, dedupe_digest(owner, url, events)]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
         return str(found), bool(created)
 
@@ -134,7 +137,8 @@ class Store:
         return ids
 
     async def job_subscription_ids(self, job_id: str) -> list[str]:
-        return sorted(await self.redis.smembers(P + f"jobsuball:{job_id}"))
+        fields: list[str] = await self.redis.hkeys(P + f"jobsubs:{job_id}")
+        return sorted(f for f in fields if not f.startswith("d:"))  # not the dedupe entries
 
     async def delete(self, sid: str) -> None:
         keys = [P + f"sub:{sid}", P + f"outbox:{sid}", OUTBOXES]
@@ -260,6 +264,6 @@ class Store:
             pipe.delete(P + f"sub:{sid}", P + f"msgs:{sid}", P + f"outbox:{sid}")
             if sub:
                 pipe.zrem(P + f"owner:{sub['owner']}", sid)
-                pipe.srem(P + f"jobsuball:{sub['job_id']}", sid)
+                pipe.hdel(P + f"jobsubs:{sub['job_id']}", sid)
             pipe.zrem(FINISHED, sid)
             await pipe.execute()

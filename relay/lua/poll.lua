@@ -44,13 +44,6 @@ local function new_msg_id()
   return string.format('msg_%011x%08x', math.floor(now * 1000), seq % 4294967296)
 end
 
-local function finish_sub(sid, state)
-  local skey = 'vr:sub:' .. sid
-  redis.call('HSET', skey, 'state', state, 'updated_at', now)
-  redis.call('DEL', redis.call('HGET', skey, 'dedupe') or 'vr:none')
-  redis.call('ZADD', 'vr:finished', now, sid)
-end
-
 local function queue_event(d, sid, sub, previous)
   local mid = new_msg_id()
   local etype = event_type(d.status)
@@ -72,21 +65,30 @@ local function queue_event(d, sid, sub, previous)
   kicked[#kicked + 1] = sid
 end
 
+-- The job's subscriptions that still want events from it (jobsubs: sid -> '1').
+local function listening(subs_key)
+  local found, index = {}, redis.call('HGETALL', subs_key)
+  for i = 1, #index, 2 do
+    if index[i + 1] == '1' then found[#found + 1] = index[i] end
+  end
+  return found
+end
+
 local function fan_out(d)
   local subs_key = 'vr:jobsubs:' .. d.job_id
-  for _, sid in ipairs(redis.call('SMEMBERS', subs_key)) do
+  for _, sid in ipairs(listening(subs_key)) do
     local skey = 'vr:sub:' .. sid
     local sub = redis.call('HMGET', skey, 'state', 'last_status', 'metadata', 'events')
     if sub[1] ~= 'active' then
-      redis.call('SREM', subs_key, sid)
+      redis.call('HSET', subs_key, sid, '0')
     elseif sub[2] ~= d.status then
       local wanted = string.find(sub[4], EVENT_CODES[event_type(d.status)], 1, true)
       if wanted then queue_event(d, sid, sub, sub[2]) end
       redis.call('HSET', skey, 'last_status', d.status, 'updated_at', now)
       if TERMINAL[d.status] then
         -- No more events for it; it becomes `done` once its last event is delivered.
-        redis.call('SREM', subs_key, sid)
-        if not wanted then finish_sub(sid, 'done') end
+        redis.call('HSET', subs_key, sid, '0')
+        if not wanted then finish_sub(sid, 'done', now) end
       end
     end
   end
@@ -126,7 +128,7 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
       record_job(d, wkey)
       fan_out(d)
     end
-    if d.end_watch or redis.call('SCARD', 'vr:jobsubs:' .. d.job_id) == 0 then
+    if d.end_watch or #listening('vr:jobsubs:' .. d.job_id) == 0 then
       end_watch(wkey, d.job_id)
     else
       redis.call('ZADD', KEYS_DUE, now + d.delay, d.job_id)

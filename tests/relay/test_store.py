@@ -6,11 +6,13 @@ Polls are driven by hand (lease, `decide`, write back) so each test controls wha
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
+from relay.events import ALL_EVENTS
 from relay.ids import new_id
 from relay.polling import decide
 from relay.schedule import Limits, PollPolicy
@@ -134,3 +136,66 @@ async def test_events_are_stored_as_letters_and_filter_the_fan_out(
     assert [b["type"] for b in await bodies(store, wants_all)] == [
         "job.processing", "job.completed"]
     assert [b["type"] for b in await bodies(store, only_done)] == ["job.completed"]
+
+
+async def test_a_live_duplicate_is_folded_into_the_first(store: Store, redis: Redis) -> None:
+    first = await subscribe(store, "job_f", events=["job.completed", "job.failed"])
+    again, created = await store.subscribe(new_id("sub"), OWNER, "job_f", URL,
+                                           ["job.failed", "job.completed"], {}, 3600.0)
+    assert (again, created) == (first, False)
+    other_owner = await subscribe(store, "job_f", events=["job.completed", "job.failed"],
+                                  owner="f" * 32)
+    other_url = await subscribe(store, "job_f", url=URL + "?x",
+                                events=["job.completed", "job.failed"])
+    assert len({first, other_owner, other_url}) == 3
+    assert await store.job_subscription_ids("job_f") == sorted([first, other_owner, other_url])
+
+
+async def test_a_finished_subscription_is_kept_for_listing_but_not_folded_into(
+    store: Store, redis: Redis
+) -> None:
+    first = await subscribe(store, "job_g")
+    await store.delete(first)
+    second = await subscribe(store, "job_g")
+    assert second != first
+    assert await store.job_subscription_ids("job_g") == sorted([first, second])
+    index = await redis.hgetall("vr:jobsubs:job_g")
+    assert (index[first], index[second]) == ("0", "1")
+    assert list(index.values()).count(second) == 1 and first not in index.values()
+
+
+async def test_the_watch_ends_when_no_subscription_wants_its_events(
+    store: Store, redis: Redis
+) -> None:
+    sid = await subscribe(store, "job_h")
+    await poll(store, {"job_h": ok("job_h", "queued")})
+    assert await redis.zscore("vr:due", "job_h") is not None
+    await store.delete(sid)
+    await make_due(redis, "job_h")
+    await poll(store, {"job_h": ok("job_h", "processing")})
+    assert await redis.zscore("vr:due", "job_h") is None
+    assert await redis.hget("vr:watch:job_h", "active") == "0"
+    assert [b["type"] for b in await bodies(store, sid)] == ["job.queued"]
+
+
+async def test_a_watch_with_one_subscription_is_compact_after_a_poll(
+    store: Store, redis: Redis
+) -> None:
+    sid = await subscribe(store, "job_i", events=[str(e) for e in ALL_EVENTS],
+                          metadata={"order": 42})
+    await poll(store, {"job_i": ok("job_i", "queued")})
+    for key in (f"vr:sub:{sid}", "vr:watch:job_i", "vr:jobsubs:job_i"):
+        assert await redis.object("encoding", key) == "listpack", key
+    assert await redis.hget(f"vr:sub:{sid}", "last_status") == "queued"
+
+
+async def test_purge_forgets_every_key_of_a_finished_subscription(
+    store: Store, redis: Redis
+) -> None:
+    sid = await subscribe(store, "job_j")
+    await poll(store, {"job_j": ok("job_j", "queued")})
+    await store.delete(sid)
+    assert await store.purge_finished(before=time.time() + 1) == 1
+    left = {key async for key in redis.scan_iter(match="vr:*")}
+    assert not {key for key in left if sid in key or key.startswith("vr:msg:msg_")}
+    assert not left & {f"vr:owner:{OWNER}", "vr:jobsubs:job_j", "vr:finished"}

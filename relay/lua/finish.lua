@@ -1,0 +1,14 @@
+-- Shared by the scripts that end a subscription; relay/store.py puts it before each of them.
+-- A finished subscription wants nothing more from its job, is no longer the one a new
+-- identical subscription is folded into, and is forgotten after the retention period.
+local function finish_sub(sid, state, now)
+  local skey = 'vr:sub:' .. sid
+  redis.call('HSET', skey, 'state', state, 'updated_at', now)
+  local found = redis.call('HMGET', skey, 'job_id', 'dedupe')
+  local subs_key = 'vr:jobsubs:' .. found[1]
+  redis.call('HSET', subs_key, sid, '0')
+  local dedupe = 'd:' .. (found[2] or '')
+  if redis.call('HGET', subs_key, dedupe) == sid then redis.call('HDEL', subs_key, dedupe) end
+  redis.call('ZADD', 'vr:finished', now, sid)
+end
+
