@@ -5,6 +5,8 @@ single Redis, not a cluster):
 
     sub:{sid}        hash   a subscription; timestamps are Unix seconds; events as letters
                             (relay/events.py EVENT_CODES)
+    sub:{sid}:url    string the url, when longer than 64 bytes (then not in the hash)
+    sub:{sid}:metadata      the metadata JSON, likewise
     owner:{owner}    zset   the owner's subscription ids, in id (creation) order
     jobsubs:{job}    hash   every retained subscription of the job: sid -> 1 while it still
                             wants events from the job, else 0; and d:{digest} -> the live
@@ -47,6 +49,8 @@ PAUSE = P + "pause"
 THETA = P + "theta"
 DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
+# Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
+SPILLED = ("url", "metadata")
 WATCH_FIELDS = (
     "status", "model", "created_at", "started_at", "deadline", "first_404",
     "failures", "polls", "last_polled_at", "job",
@@ -119,15 +123,28 @@ class Store:
         return str(found), bool(created)
 
     async def subscription(self, sid: str) -> dict[str, str] | None:
-        sub: dict[str, str] = await self.redis.hgetall(P + f"sub:{sid}")
-        return sub or None
+        found = await self.subscriptions([sid])
+        return found[0] if found else None
 
     async def subscriptions(self, sids: list[str]) -> list[dict[str, str]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid in sids:
                 pipe.hgetall(P + f"sub:{sid}")
             found: list[dict[str, str]] = await pipe.execute()
-        return [sub for sub in found if sub]
+        subs = {sid: sub for sid, sub in zip(sids, found, strict=True) if sub}
+        await self._unspill(subs)
+        return list(subs.values())
+
+    async def _unspill(self, subs: dict[str, dict[str, str]]) -> None:
+        """Put back the long values that have keys of their own, in one more round trip."""
+        missing = [(sid, field) for sid, sub in subs.items() for field in SPILLED
+                   if field not in sub]
+        if not missing:
+            return
+        values = await self.redis.mget([P + f"sub:{sid}:{field}" for sid, field in missing])
+        for (sid, field), value in zip(missing, values, strict=True):
+            if value is not None:
+                subs[sid][field] = value
 
     async def owner_page(self, owner: str, after: str | None, limit: int) -> list[str]:
         start = f"({after}" if after else "-"
@@ -176,6 +193,7 @@ class Store:
         if not msg:  # retention removed it under us; drop the dangling id
             await self.redis.lrem(P + f"outbox:{sid}", 1, mid)
             return await self.outbox_head(sid)
+        await self._unspill({sid: sub} if sub else {})
         return msg, sub, int(attempts)
 
     async def record_attempt(
@@ -261,7 +279,8 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             for mid in mids:
                 pipe.delete(P + f"msg:{mid}", P + f"attempts:{mid}")
-            pipe.delete(P + f"sub:{sid}", P + f"msgs:{sid}", P + f"outbox:{sid}")
+            pipe.delete(P + f"sub:{sid}", P + f"msgs:{sid}", P + f"outbox:{sid}",
+                        *(P + f"sub:{sid}:{field}" for field in SPILLED))
             if sub:
                 pipe.zrem(P + f"owner:{sub['owner']}", sid)
                 pipe.hdel(P + f"jobsubs:{sub['job_id']}", sid)

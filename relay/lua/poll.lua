@@ -83,7 +83,10 @@ local function fan_out(d)
       redis.call('HSET', subs_key, sid, '0')
     elseif sub[2] ~= d.status then
       local wanted = string.find(sub[4], EVENT_CODES[event_type(d.status)], 1, true)
-      if wanted then queue_event(d, sid, sub, sub[2]) end
+      if wanted then
+        sub[3] = sub[3] or redis.call('GET', skey .. ':metadata')  -- long: in its own key
+        queue_event(d, sid, sub, sub[2])
+      end
       redis.call('HSET', skey, 'last_status', d.status, 'updated_at', now)
       if TERMINAL[d.status] then
         -- No more events for it; it becomes `done` once its last event is delivered.

@@ -12,9 +12,22 @@ if existing and redis.call('HGET', 'vr:sub:' .. existing, 'state') == 'active' t
   return {existing, 0}
 end
 local sid = ARGV[1]
-redis.call('HSET', KEYS[1], 'id', sid, 'owner', ARGV[2], 'job_id', ARGV[3], 'url', ARGV[4],
-  'events', ARGV[5], 'metadata', ARGV[6], 'state', 'active', 'last_status', '',
-  'created_at', now, 'updated_at', now, 'dedupe', ARGV[8])
+local fields = {'id', sid, 'owner', ARGV[2], 'job_id', ARGV[3], 'events', ARGV[5],
+  'state', 'active', 'last_status', '', 'created_at', now, 'updated_at', now, 'dedupe', ARGV[8]}
+-- One value past Redis's default hash-max-listpack-value (64 bytes) would convert the whole
+-- hash to a hashtable, several times the bytes: a long url or metadata gets a key of its own,
+-- vr:sub:{sid}:{field}, and is absent from the hash.
+local function keep(field, value)
+  if #value > 64 then
+    redis.call('SET', KEYS[1] .. ':' .. field, value)
+  else
+    table.insert(fields, field)
+    table.insert(fields, value)
+  end
+end
+keep('url', ARGV[4])
+keep('metadata', ARGV[6])
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZADD', KEYS[2], 0, sid)
 redis.call('HSET', KEYS[3], sid, '1', dedupe, sid)
 redis.call('PERSIST', KEYS[4])

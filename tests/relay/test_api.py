@@ -276,6 +276,17 @@ async def test_url_of_exactly_2048_characters_is_accepted(api: httpx.AsyncClient
     assert (await create(api, url=url))["url"] == url
 
 
+async def test_long_url_and_metadata_read_back_everywhere(api: httpx.AsyncClient) -> None:
+    # Long values are stored apart from the subscription hash (relay/store.py); no view shows it.
+    url, metadata = HOOK + "/" + "u" * 100, {"blob": "m" * 4000}
+    sub = await create(api, job_id="job_long", url=url, metadata=metadata)
+    assert (sub["url"], sub["metadata"]) == (url, metadata)
+    assert (await api.get(f"/v1/subscriptions/{sub['id']}")).json() == sub
+    assert (await api.get("/v1/subscriptions")).json()["data"] == [sub]
+    assert (await api.get("/v1/subscriptions?job_id=job_long")).json()["data"] == [sub]
+    assert (await api.get("/v1/jobs/job_long")).json()["subscriptions"] == [sub]
+
+
 @pytest.mark.parametrize("events", [
     [], "job.completed", ["job.nope"], ["job.completed", "job.bogus"], [1], {"a": 1}, [None],
     ["JOB.COMPLETED"],

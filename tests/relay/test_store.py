@@ -199,3 +199,38 @@ async def test_purge_forgets_every_key_of_a_finished_subscription(
     left = {key async for key in redis.scan_iter(match="vr:*")}
     assert not {key for key in left if sid in key or key.startswith("vr:msg:msg_")}
     assert not left & {f"vr:owner:{OWNER}", "vr:jobsubs:job_j", "vr:finished"}
+
+
+LONG_URL = "https://hooks.example.com/varg/webhooks/a1b2c3d4e5f6/events?token=" + "t" * 54
+LONG_METADATA = {"order_id": "ord_" + "9" * 40, "customer": "cus_" + "7" * 30}
+
+
+async def test_a_long_url_and_metadata_get_keys_of_their_own(
+    store: Store, redis: Redis
+) -> None:
+    assert len(LONG_URL) == 120
+    sid = await subscribe(store, "job_k", url=LONG_URL, metadata=LONG_METADATA)
+    await poll(store, {"job_k": ok("job_k", "queued")})
+    assert await redis.object("encoding", f"vr:sub:{sid}") == "listpack"
+    assert await redis.get(f"vr:sub:{sid}:url") == LONG_URL
+    assert json.loads(await redis.get(f"vr:sub:{sid}:metadata")) == LONG_METADATA
+    sub = await store.subscription(sid)
+    assert sub is not None
+    assert (sub["url"], json.loads(sub["metadata"])) == (LONG_URL, LONG_METADATA)
+    assert (await store.subscriptions([sid, "sub_gone"]))[0]["url"] == LONG_URL
+    assert [b["data"]["metadata"] for b in await bodies(store, sid)] == [LONG_METADATA]
+    head = await store.outbox_head(sid)
+    assert head is not None and head[1]["url"] == LONG_URL
+
+
+async def test_a_short_url_and_metadata_stay_in_the_hash(store: Store, redis: Redis) -> None:
+    sid = await subscribe(store, "job_l", metadata={"order": 42})
+    assert await redis.hget(f"vr:sub:{sid}", "url") == URL
+    assert not await redis.exists(f"vr:sub:{sid}:url", f"vr:sub:{sid}:metadata")
+
+
+async def test_purge_forgets_long_values_too(store: Store, redis: Redis) -> None:
+    sid = await subscribe(store, "job_m", url=LONG_URL, metadata=LONG_METADATA)
+    await store.delete(sid)
+    assert await store.purge_finished(before=time.time() + 1) == 1
+    assert not [key async for key in redis.scan_iter(match=f"vr:sub:{sid}*")]
