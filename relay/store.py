@@ -3,8 +3,8 @@
 Keys (all under `vr:`; the Lua scripts in `relay/lua/` use the same names, so the store needs a
 single Redis, not a cluster):
 
-    sub:{sid}        hash   a subscription; timestamps are Unix seconds; events as letters
-                            (relay/events.py EVENT_CODES)
+    sub:{sid}        hash   a subscription (without its id: the key has it); timestamps are
+                            Unix seconds; events as letters (relay/events.py EVENT_CODES)
     sub:{sid}:url    string the url, when longer than 64 bytes (then not in the hash)
     sub:{sid}:metadata      the metadata JSON, likewise
     owner:{owner}    zset   the owner's subscription ids, in id (creation) order
@@ -132,11 +132,14 @@ class Store:
                 pipe.hgetall(P + f"sub:{sid}")
             found: list[dict[str, str]] = await pipe.execute()
         subs = {sid: sub for sid, sub in zip(sids, found, strict=True) if sub}
-        await self._unspill(subs)
+        await self._complete(subs)
         return list(subs.values())
 
-    async def _unspill(self, subs: dict[str, dict[str, str]]) -> None:
-        """Put back the long values that have keys of their own, in one more round trip."""
+    async def _complete(self, subs: dict[str, dict[str, str]]) -> None:
+        """Add what the hashes leave out: the id (their key says it), and the long values that
+        have keys of their own (one more round trip, only when there are any)."""
+        for sid, sub in subs.items():
+            sub["id"] = sid
         missing = [(sid, field) for sid, sub in subs.items() for field in SPILLED
                    if field not in sub]
         if not missing:
@@ -193,7 +196,7 @@ class Store:
         if not msg:  # retention removed it under us; drop the dangling id
             await self.redis.lrem(P + f"outbox:{sid}", 1, mid)
             return await self.outbox_head(sid)
-        await self._unspill({sid: sub} if sub else {})
+        await self._complete({sid: sub} if sub else {})
         return msg, sub, int(attempts)
 
     async def record_attempt(
