@@ -65,7 +65,7 @@ def iso(epoch: float | str | None) -> str | None:
 
 
 def _script(*names: str) -> str:
-    """The Lua files joined into one script (finish.lua holds what several of them share)."""
+    """The Lua files joined into one script (common.lua holds what several of them share)."""
     return "\n".join(resources.files("relay").joinpath(f"lua/{n}.lua").read_text() for n in names)
 
 
@@ -103,10 +103,10 @@ class Store:
     def __init__(self, redis: Redis) -> None:
         # redis-py's stubs type async commands as `Awaitable[T] | T`; Any keeps that noise out.
         self.redis: Any = redis
-        self._subscribe = redis.register_script(_script("subscribe"))
-        self._poll = redis.register_script(_script("finish", "poll"))
-        self._attempt = redis.register_script(_script("finish", "attempt"))
-        self._delete = redis.register_script(_script("finish", "delete"))
+        self._subscribe = redis.register_script(_script("common", "subscribe"))
+        self._poll = redis.register_script(_script("common", "poll"))
+        self._attempt = redis.register_script(_script("common", "attempt"))
+        self._delete = redis.register_script(_script("common", "delete"))
         self._resend = redis.register_script(_script("resend"))
 
     # --- subscriptions -------------------------------------------------------------------

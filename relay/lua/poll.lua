@@ -87,7 +87,7 @@ local function fan_out(d)
         sub[3] = sub[3] or redis.call('GET', skey .. ':metadata')  -- long: in its own key
         queue_event(d, sid, sub, sub[2])
       end
-      redis.call('HSET', skey, 'last_status', d.status, 'updated_at', now)
+      redis.call('HSET', skey, 'last_status', d.status, 'updated_at', ms(now))
       if TERMINAL[d.status] then
         -- No more events for it; it becomes `done` once its last event is delivered.
         redis.call('HSET', subs_key, sid, '0')
@@ -99,7 +99,7 @@ end
 
 local function end_watch(wkey, job_id)
   redis.call('ZREM', KEYS_DUE, job_id)
-  redis.call('HSET', wkey, 'active', '0', 'ended_at', now, 'next_poll_at', '')
+  redis.call('HSET', wkey, 'active', '0', 'ended_at', ms(now), 'next_poll_at', '')
   redis.call('EXPIRE', wkey, retention)
   redis.call('EXPIRE', 'vr:job:' .. job_id, retention)
 end
@@ -122,7 +122,7 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
   local wkey = 'vr:watch:' .. d.job_id
   if redis.call('HGET', wkey, 'lease') == d.token then
     redis.call('HDEL', wkey, 'lease')
-    redis.call('HSET', wkey, 'last_polled_at', d.last_polled_at, 'first_404', d.first_404,
+    redis.call('HSET', wkey, 'last_polled_at', ms(d.last_polled_at), 'first_404', d.first_404,
       'failures', d.failures)
     redis.call('HINCRBY', wkey, 'polls', 1)
     if type(d.learn) == 'string' then redis.call('HINCRBY', KEYS[7], d.learn, 1) end
@@ -135,7 +135,7 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
       end_watch(wkey, d.job_id)
     else
       redis.call('ZADD', KEYS_DUE, now + d.delay, d.job_id)
-      redis.call('HSET', wkey, 'next_poll_at', now + d.delay)
+      redis.call('HSET', wkey, 'next_poll_at', ms(now + d.delay))
     end
   end
 end

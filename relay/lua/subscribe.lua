@@ -12,8 +12,8 @@ if existing and redis.call('HGET', 'vr:sub:' .. existing, 'state') == 'active' t
   return {existing, 0}
 end
 local sid = ARGV[1]
-local fields = {'owner', ARGV[2], 'job_id', ARGV[3], 'events', ARGV[5],
-  'state', 'active', 'last_status', '', 'created_at', now, 'updated_at', now, 'dedupe', ARGV[8]}
+local fields = {'owner', ARGV[2], 'job_id', ARGV[3], 'events', ARGV[5], 'state', 'active',
+  'last_status', '', 'created_at', ms(now), 'updated_at', ms(now), 'dedupe', ARGV[8]}
 -- One value past Redis's default hash-max-listpack-value (64 bytes) would convert the whole
 -- hash to a hashtable, several times the bytes: a long url or metadata gets a key of its own,
 -- vr:sub:{sid}:{field}, and is absent from the hash.
@@ -35,10 +35,11 @@ redis.call('PERSIST', KEYS[6])
 local deadline = now + tonumber(ARGV[7])
 local old_deadline = tonumber(redis.call('HGET', KEYS[4], 'deadline') or '0')
 if redis.call('HGET', KEYS[4], 'active') ~= '1' then
-  redis.call('HSET', KEYS[4], 'active', '1', 'started_at', now,
+  redis.call('HSET', KEYS[4], 'active', '1', 'started_at', ms(now),
     'first_404', '', 'failures', 0)
 end
-redis.call('HSET', KEYS[4], 'deadline', math.max(deadline, old_deadline), 'next_poll_at', now)
+redis.call('HSET', KEYS[4], 'deadline', ms(math.max(deadline, old_deadline)),
+  'next_poll_at', ms(now))
 -- Poll soon so the new subscription hears the current status, but never later than planned.
 redis.call('ZADD', KEYS[5], 'LT', now, ARGV[3])
 redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])

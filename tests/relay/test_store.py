@@ -6,6 +6,7 @@ Polls are driven by hand (lease, `decide`, write back) so each test controls wha
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -186,7 +187,11 @@ async def test_a_watch_with_one_subscription_is_compact_after_a_poll(
     await poll(store, {"job_i": ok("job_i", "queued")})
     for key in (f"vr:sub:{sid}", "vr:watch:job_i", "vr:jobsubs:job_i"):
         assert await redis.object("encoding", key) == "listpack", key
-    assert await redis.hget(f"vr:sub:{sid}", "last_status") == "queued"
+    sub, watch = await redis.hgetall(f"vr:sub:{sid}"), await redis.hgetall("vr:watch:job_i")
+    assert sub["last_status"] == "queued"
+    times = [sub["created_at"], sub["updated_at"], watch["started_at"], watch["deadline"],
+             watch["last_polled_at"], watch["next_poll_at"]]
+    assert all(re.fullmatch(r"\d{10}\.\d{3}", t) for t in times), times  # to the millisecond
 
 
 async def test_purge_forgets_every_key_of_a_finished_subscription(
