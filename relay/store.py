@@ -69,6 +69,11 @@ def _script(*names: str) -> str:
     return "\n".join(resources.files("relay").joinpath(f"lua/{n}.lua").read_text() for n in names)
 
 
+def compact_json(value: Any) -> str:
+    """JSON without spaces, as the rest of an event body is; shorter values stay in the hash."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def dedupe_digest(owner: str, url: str, events: list[str]) -> str:
     """What makes two subscriptions of one job the same, in 22 characters (128 bits of SHA-256):
     short enough to keep the hashes that hold it in Redis's compact encoding."""
@@ -117,7 +122,7 @@ class Store:
     ) -> tuple[str, bool]:
         keys = [P + f"sub:{sid}", P + f"owner:{owner}", P + f"jobsubs:{job_id}",
                 P + f"watch:{job_id}", DUE, P + f"job:{job_id}"]
-        args = [sid, owner, job_id, url, encode_events(events), json.dumps(metadata),
+        args = [sid, owner, job_id, url, encode_events(events), compact_json(metadata),
                 watch_timeout, dedupe_digest(owner, url, events)]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
         return str(found), bool(created)

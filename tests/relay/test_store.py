@@ -229,8 +229,10 @@ async def test_a_long_url_and_metadata_get_keys_of_their_own(
 
 
 async def test_a_short_url_and_metadata_stay_in_the_hash(store: Store, redis: Redis) -> None:
-    sid = await subscribe(store, "job_l", metadata={"order": 42})
-    assert await redis.hget(f"vr:sub:{sid}", "url") == URL
+    metadata = {"a": "x" * 56}  # 64 bytes of JSON without spaces, as stored
+    sid = await subscribe(store, "job_l", metadata=metadata)
+    stored = await redis.hmget(f"vr:sub:{sid}", ["url", "metadata"])
+    assert stored == [URL, '{"a":"' + "x" * 56 + '"}']
     assert not await redis.exists(f"vr:sub:{sid}:url", f"vr:sub:{sid}:metadata")
 
 
