@@ -51,6 +51,8 @@ DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
 # Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
 SPILLED = ("url", "metadata")
+# What a lease returns per job (poll.lua's FIELDS). `job` now lives in job:{job} and comes back
+# empty: the write-back reads the stored JSON itself when a decision carries none.
 WATCH_FIELDS = (
     "status", "model", "created_at", "started_at", "deadline", "first_404",
     "failures", "polls", "last_polled_at", "job",

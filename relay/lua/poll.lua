@@ -12,8 +12,9 @@
 --
 -- KEYS: due, outboxes, window log, pacing key, pause key, theta key, durations
 -- ARGV: decisions_json, retention, max_batch, lease_seconds, token, limit, window, pace
--- decision: {job_id, token, status|null, job|null (raw JSON text; null keeps the last), delay, first_404, failures,
+-- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
 --            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
+--            (a status with a null job is announced with the job as last seen)
 -- Returns: {now, wait, theta, kicked_json, reason, job_id, fields..., job_id, fields...}
 -- reason: 'leased', 'idle' (nothing due), 'budget' (due jobs wait for budget), 'pause'
 local t = redis.call('TIME')

@@ -241,3 +241,19 @@ async def test_purge_forgets_long_values_too(store: Store, redis: Redis) -> None
     await store.delete(sid)
     assert await store.purge_finished(before=time.time() + 1) == 1
     assert not [key async for key in redis.scan_iter(match=f"vr:sub:{sid}*")]
+
+
+@pytest.mark.parametrize(("outcome", "state"), [("succeeded", "done"), ("disabled", "disabled")])
+async def test_a_subscription_finished_by_delivery_frees_its_place(
+    store: Store, redis: Redis, outcome: str, state: str
+) -> None:
+    sid = await subscribe(store, "job_n")
+    await poll(store, {"job_n": ok("job_n", "completed")})
+    head = await store.outbox_head(sid)
+    assert head is not None
+    attempt = {"at": time.time(), "status_code": 200, "error": None, "duration_ms": 1}
+    await store.record_attempt(head[0], attempt, outcome, None)
+    assert (await store.subscription(sid) or {}).get("state") == state
+    assert await redis.hgetall("vr:jobsubs:job_n") == {sid: "0"}
+    assert await redis.zscore("vr:finished", sid) is not None
+    assert await subscribe(store, "job_n") != sid
