@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -16,9 +17,13 @@ from relay.store import Store
 from workers.settings import running_worker
 
 # Keys that exist because a job is watched for one subscription (shared zsets included).
-WATCH_KEYS = ("vr:watch:", "vr:sub:", "vr:dedupe:", "vr:jobsubs:", "vr:jobsuball:",
-              "vr:owner:", "vr:due")
+WATCH_KEYS = ("vr:watch:", "vr:job:", "vr:sub:", "vr:jobsubs:", "vr:owner:", "vr:due")
 DELIVERY_LOG_KEYS = ("vr:msg:", "vr:attempts:", "vr:msgs:", "vr:outbox:")
+
+
+def kind_of(key: str) -> str:
+    """`vr:watch:job_1` -> `vr:watch`; shared keys (`vr:due`) are their own kind."""
+    return ":".join(key.split(":")[:2])
 
 
 def group_of(key: str) -> str:
@@ -29,25 +34,37 @@ def group_of(key: str) -> str:
     return "other"
 
 
-async def bytes_by_group(redis: Redis) -> Counter[str]:
+async def key_sizes(redis: Redis) -> dict[str, int]:
     keys = [key async for key in redis.scan_iter(match="*", count=1000)]
     async with redis.pipeline(transaction=False) as pipe:
         for key in keys:
             pipe.memory_usage(key, samples=0)
         sizes = await pipe.execute()
-    totals = Counter[str]()
-    for key, size in zip(keys, sizes, strict=True):
-        totals[group_of(key)] += int(size or 0)
-    return totals
+    return {key: int(size or 0) for key, size in zip(keys, sizes, strict=True)}
+
+
+def totals(sizes: dict[str, int], by: Callable[[str], str]) -> Counter[str]:
+    found = Counter[str]()
+    for key, size in sizes.items():
+        found[by(key)] += size
+    return found
+
+
+def watch_key_kinds(sizes: dict[str, int]) -> Counter[str]:
+    """Where the bytes of the watches go, by kind of key (to see what to shrink)."""
+    return totals({k: v for k, v in sizes.items() if group_of(k) == "watch_and_subscription"},
+                  kind_of)
 
 
 async def used_memory(redis: Redis) -> int:
     return int((await redis.info("memory"))["used_memory"])
 
 
-async def footprint(plan: Plan) -> dict[str, Any]:
+async def footprint(plan: Plan, path: str = "/f") -> dict[str, Any]:
     """Sizes right after subscribing, then after each watch was polled once and its first
-    event delivered (the watch now holds the job's JSON; the event sits in the delivery log)."""
+    event delivered (the relay now holds the job's JSON; the event sits in the delivery log).
+
+    `path` is the callback path on the receiver: a longer one shows what long urls cost."""
     n = plan.footprint_watches
     ids = [f"fp-{i:05d}" for i in range(n)]
     redis = Redis.from_url(plan.redis_url, decode_responses=True)
@@ -58,17 +75,19 @@ async def footprint(plan: Plan) -> dict[str, Any]:
             sim.url, plan.redis_url, int(UNLIMITED), 1.0,
             RELAY_POLL_MIN_INTERVAL="1h", RELAY_POLL_MAX_INTERVAL="1h"))
         before = await used_memory(redis)
-        await subscribe_all(Store(redis), settings, hooks.url + "/f", ids)
+        await subscribe_all(Store(redis), settings, hooks.url + path, ids)
         fresh_delta = await used_memory(redis) - before
-        fresh = await bytes_by_group(redis)
+        fresh = totals(await key_sizes(redis), group_of)
         async with running_worker(settings):
             await received_all(hooks.url, n, 60)
-        polled = await bytes_by_group(redis)
+        sizes = await key_sizes(redis)
+        polled = totals(sizes, group_of)
     await redis.aclose()
     return {
         "watches": n,
         "fresh_bytes_per_watch": {k: v / n for k, v in fresh.items()},
         "fresh_used_memory_delta_per_watch": fresh_delta / n,
         "polled_bytes_per_watch": {k: v / n for k, v in polled.items()},
+        "polled_watch_bytes_by_key": {k: v / n for k, v in watch_key_kinds(sizes).items()},
         "bytes_per_watch": polled["watch_and_subscription"] / n,
     }

@@ -53,3 +53,28 @@ def event_for(status: str) -> EventType:
 
 def is_terminal(status: str) -> bool:
     return status in TERMINAL_STATUSES or status in (NOT_FOUND, WATCH_EXPIRED)
+
+
+# A subscription stores its event types as one letter each, in the order given, so that the
+# hash holding it stays in Redis's compact encoding (a JSON list of eight types is 140 bytes;
+# hash values past 64 bytes convert the whole hash). The API shows the list back as given.
+# relay/lua/poll.lua holds the same table (tests/relay/test_events.py checks they agree).
+EVENT_CODES: dict[str, str] = {
+    EventType.queued: "q",
+    EventType.processing: "p",
+    EventType.completed: "c",
+    EventType.failed: "f",
+    EventType.cancelled: "x",
+    EventType.status_changed: "s",
+    EventType.not_found: "n",
+    EventType.watch_expired: "w",
+}
+_EVENT_OF_CODE = {code: str(event) for event, code in EVENT_CODES.items()}
+
+
+def encode_events(events: list[str]) -> str:
+    return "".join(EVENT_CODES[event] for event in events)
+
+
+def decode_events(code: str) -> list[str]:
+    return [_EVENT_OF_CODE[letter] for letter in code]

@@ -80,7 +80,7 @@ def _not_found(decision: dict[str, Any], watch: dict[str, str], now: float, limi
     decision["failures"] = int(watch.get("failures") or 0)
     remaining = first + limits.not_found_grace - now
     if remaining <= 0:
-        decision.update(status=NOT_FOUND, job=watch.get("job") or None, end_watch=True)
+        decision.update(status=NOT_FOUND, end_watch=True)  # poll.lua adds the job last seen
     else:
         # A job id handed over before Varg has stored it shows up within seconds: look often.
         decision["delay"] = min(remaining, max(limits.min_interval, (now - first) / 4 + 1))
@@ -90,7 +90,6 @@ def _expire_if_overdue(decision: dict[str, Any], watch: dict[str, str], now: flo
     deadline = float(watch.get("deadline") or "inf")
     if not decision["end_watch"] and now >= deadline:
         decision.update(status=WATCH_EXPIRED, end_watch=True)
-        decision["job"] = decision["job"] or watch.get("job") or None
 
 
 # Tiers above any chance (which is at most 1): who is polled first when the budget is short.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from relay.events import decode_events
 from relay.store import iso
 
 
@@ -13,7 +14,7 @@ def subscription(sub: dict[str, str]) -> dict[str, Any]:
         "id": sub["id"],
         "job_id": sub["job_id"],
         "url": sub["url"],
-        "events": json.loads(sub["events"]),
+        "events": decode_events(sub["events"]),
         "metadata": json.loads(sub["metadata"]),
         "state": sub["state"],
         "last_status": sub.get("last_status") or None,

@@ -3,12 +3,16 @@
 Keys (all under `vr:`; the Lua scripts in `relay/lua/` use the same names, so the store needs a
 single Redis, not a cluster):
 
-    sub:{sid}        hash   a subscription; timestamps are Unix seconds
-    dedupe:{sha}     string the live subscription with that owner, job, url and events
+    sub:{sid}        hash   a subscription (without its id: the key has it); timestamps are
+                            Unix seconds; events as letters (relay/events.py EVENT_CODES)
+    sub:{sid}:url    string the url, when longer than 64 bytes (then not in the hash)
+    sub:{sid}:metadata      the metadata JSON, likewise
     owner:{owner}    zset   the owner's subscription ids, in id (creation) order
-    jobsubs:{job}    set    active subscriptions that still want events from the job
-    jobsuball:{job}  set    every retained subscription of the job
-    watch:{job}      hash   the relay's view of the job: status, job JSON, lease, counters
+    jobsubs:{job}    hash   every retained subscription of the job: sid -> 1 while it still
+                            wants events from the job, else 0; and d:{digest} -> the live
+                            subscription with that owner, url and events (`dedupe_digest`)
+    watch:{job}      hash   the relay's view of the job: status, lease, counters
+    job:{job}        string the job's JSON as last seen; expires with its watch
     due              zset   watched job ids by next poll time
     msg:{mid}        hash   a delivery: event body, status, next attempt
     attempts:{mid}   list   the delivery's attempts, as JSON
@@ -22,6 +26,7 @@ single Redis, not a cluster):
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass
@@ -30,6 +35,8 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
+
+from relay.events import encode_events
 
 P = "vr:"
 DUE = P + "due"
@@ -40,9 +47,13 @@ RL_PACE = P + "rl:pace"
 PAUSE = P + "pause"
 DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
+# Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
+SPILLED = ("url", "metadata")
+# What a lease returns per job (lease.lua's FIELDS). The job JSON lives in job:{job}: the
+# write-back reads it itself when a decision carries none (a 404 past the grace, an expiry).
 WATCH_FIELDS = (
     "status", "model", "created_at", "started_at", "deadline", "first_404",
-    "failures", "polls", "last_polled_at", "job",
+    "failures", "polls", "last_polled_at",
 )
 CANDIDATE_FIELDS = (
     "status", "model", "created_at", "started_at", "last_polled_at", "polls",
@@ -57,10 +68,21 @@ def iso(epoch: float | str | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _script(name: str, *preludes: str) -> str:
-    """A Lua script, after the shared pieces it uses (Redis scripts cannot import)."""
-    lua = resources.files("relay").joinpath("lua")
-    return "\n".join(lua.joinpath(f"{part}.lua").read_text() for part in (*preludes, name))
+def _script(*names: str) -> str:
+    """The Lua files joined into one script (common.lua holds what several of them share)."""
+    return "\n".join(resources.files("relay").joinpath(f"lua/{n}.lua").read_text() for n in names)
+
+
+def compact_json(value: Any) -> str:
+    """JSON without spaces, as the rest of an event body is; shorter values stay in the hash."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+def dedupe_digest(owner: str, url: str, events: list[str]) -> str:
+    """What makes two subscriptions of one job the same, in 22 characters (128 bits of SHA-256):
+    short enough to keep the hashes that hold it in Redis's compact encoding."""
+    identity = json.dumps([owner, url, sorted(events)]).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:16]).decode().rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -94,11 +116,11 @@ class Store:
     def __init__(self, redis: Redis) -> None:
         # redis-py's stubs type async commands as `Awaitable[T] | T`; Any keeps that noise out.
         self.redis: Any = redis
-        self._subscribe = redis.register_script(_script("subscribe"))
-        self._poll = redis.register_script(_script("poll", "budget"))
-        self._lease = redis.register_script(_script("lease", "budget"))
-        self._attempt = redis.register_script(_script("attempt"))
-        self._delete = redis.register_script(_script("delete"))
+        self._subscribe = redis.register_script(_script("common", "subscribe"))
+        self._poll = redis.register_script(_script("common", "budget", "poll"))
+        self._lease = redis.register_script(_script("budget", "lease"))
+        self._attempt = redis.register_script(_script("common", "attempt"))
+        self._delete = redis.register_script(_script("common", "delete"))
         self._resend = redis.register_script(_script("resend"))
 
     # --- subscriptions -------------------------------------------------------------------
@@ -107,27 +129,39 @@ class Store:
         self, sid: str, owner: str, job_id: str, url: str, events: list[str],
         metadata: dict[str, Any], watch_timeout: float,
     ) -> tuple[str, bool]:
-        dedupe = hashlib.sha256(
-            json.dumps([owner, job_id, url, sorted(events)]).encode()
-        ).hexdigest()
-        keys = [
-            P + f"dedupe:{dedupe}", P + f"sub:{sid}", P + f"owner:{owner}",
-            P + f"jobsubs:{job_id}", P + f"jobsuball:{job_id}", P + f"watch:{job_id}", DUE,
-        ]
-        args = [sid, owner, job_id, url, json.dumps(events), json.dumps(metadata), watch_timeout]
+        keys = [P + f"sub:{sid}", P + f"owner:{owner}", P + f"jobsubs:{job_id}",
+                P + f"watch:{job_id}", DUE, P + f"job:{job_id}"]
+        args = [sid, owner, job_id, url, encode_events(events), compact_json(metadata),
+                watch_timeout, dedupe_digest(owner, url, events)]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
         return str(found), bool(created)
 
     async def subscription(self, sid: str) -> dict[str, str] | None:
-        sub: dict[str, str] = await self.redis.hgetall(P + f"sub:{sid}")
-        return sub or None
+        found = await self.subscriptions([sid])
+        return found[0] if found else None
 
     async def subscriptions(self, sids: list[str]) -> list[dict[str, str]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid in sids:
                 pipe.hgetall(P + f"sub:{sid}")
             found: list[dict[str, str]] = await pipe.execute()
-        return [sub for sub in found if sub]
+        subs = {sid: sub for sid, sub in zip(sids, found, strict=True) if sub}
+        await self._complete(subs)
+        return list(subs.values())
+
+    async def _complete(self, subs: dict[str, dict[str, str]]) -> None:
+        """Add what the hashes leave out: the id (their key says it), and the long values that
+        have keys of their own (one more round trip, only when there are any)."""
+        for sid, sub in subs.items():
+            sub["id"] = sid
+        missing = [(sid, field) for sid, sub in subs.items() for field in SPILLED
+                   if field not in sub]
+        if not missing:
+            return
+        values = await self.redis.mget([P + f"sub:{sid}:{field}" for sid, field in missing])
+        for (sid, field), value in zip(missing, values, strict=True):
+            if value is not None:
+                subs[sid][field] = value
 
     async def owner_page(self, owner: str, after: str | None, limit: int) -> list[str]:
         start = f"({after}" if after else "-"
@@ -137,7 +171,8 @@ class Store:
         return ids
 
     async def job_subscription_ids(self, job_id: str) -> list[str]:
-        return sorted(await self.redis.smembers(P + f"jobsuball:{job_id}"))
+        fields: list[str] = await self.redis.hkeys(P + f"jobsubs:{job_id}")
+        return sorted(f for f in fields if not f.startswith("d:"))  # not the dedupe entries
 
     async def delete(self, sid: str) -> None:
         keys = [P + f"sub:{sid}", P + f"outbox:{sid}", OUTBOXES]
@@ -175,6 +210,7 @@ class Store:
         if not msg:  # retention removed it under us; drop the dangling id
             await self.redis.lrem(P + f"outbox:{sid}", 1, mid)
             return await self.outbox_head(sid)
+        await self._complete({sid: sub} if sub else {})
         return msg, sub, int(attempts)
 
     async def record_attempt(
@@ -192,7 +228,13 @@ class Store:
     # --- watches and polling -------------------------------------------------------------
 
     async def watch(self, job_id: str) -> dict[str, str] | None:
-        watch: dict[str, str] = await self.redis.hgetall(P + f"watch:{job_id}")
+        """The watch hash, with the job's last seen JSON (kept in a key of its own) as `job`."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(P + f"watch:{job_id}")
+            pipe.get(P + f"job:{job_id}")
+            watch, job = await pipe.execute()
+        if watch and job is not None:
+            watch["job"] = job
         return watch or None
 
     async def poll_cycle(
@@ -261,10 +303,11 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             for mid in mids:
                 pipe.delete(P + f"msg:{mid}", P + f"attempts:{mid}")
-            pipe.delete(P + f"sub:{sid}", P + f"msgs:{sid}", P + f"outbox:{sid}")
+            pipe.delete(P + f"sub:{sid}", P + f"msgs:{sid}", P + f"outbox:{sid}",
+                        *(P + f"sub:{sid}:{field}" for field in SPILLED))
             if sub:
                 pipe.zrem(P + f"owner:{sub['owner']}", sid)
-                pipe.srem(P + f"jobsuball:{sub['job_id']}", sid)
+                pipe.hdel(P + f"jobsubs:{sub['job_id']}", sid)
             pipe.zrem(FINISHED, sid)
             await pipe.execute()
 

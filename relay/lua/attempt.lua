@@ -6,13 +6,6 @@ now = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local mid, outcome = ARGV[1], ARGV[3]
 local sid = redis.call('HGET', KEYS[1], 'sub_id')
 
-local function finish_sub(state)
-  redis.call('HSET', KEYS[3], 'state', state, 'updated_at', now)
-  redis.call('DEL', redis.call('HGET', KEYS[3], 'dedupe') or 'vr:none')
-  redis.call('SREM', 'vr:jobsubs:' .. redis.call('HGET', KEYS[3], 'job_id'), sid)
-  redis.call('ZADD', 'vr:finished', now, sid)
-end
-
 redis.call('RPUSH', KEYS[4], ARGV[2])
 if outcome == 'retry' then
   redis.call('HSET', KEYS[1], 'next_attempt_at', ARGV[4])
@@ -27,10 +20,10 @@ if outcome == 'disabled' then
     redis.call('HSET', 'vr:msg:' .. other, 'status', 'failed', 'next_attempt_at', '')
   end
   redis.call('DEL', KEYS[2])
-  finish_sub('disabled')
+  finish_sub(sid, 'disabled', now)
 elseif redis.call('HGET', KEYS[1], 'terminal') == '1'
     and redis.call('HGET', KEYS[3], 'state') == 'active' then
-  finish_sub('done')
+  finish_sub(sid, 'done', now)
 end
 if redis.call('LLEN', KEYS[2]) == 0 then redis.call('SREM', KEYS[5], sid) end
 return 1

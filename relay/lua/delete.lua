@@ -9,8 +9,5 @@ for _, mid in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], sid)
-redis.call('HSET', KEYS[1], 'state', 'deleted', 'updated_at', now)
-redis.call('DEL', redis.call('HGET', KEYS[1], 'dedupe') or 'vr:none')
-redis.call('SREM', 'vr:jobsubs:' .. redis.call('HGET', KEYS[1], 'job_id'), sid)
-redis.call('ZADD', 'vr:finished', now, sid)
+finish_sub(sid, 'deleted', now)
 return 1

@@ -9,7 +9,7 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local FIELDS = {'status', 'model', 'created_at', 'started_at', 'deadline', 'first_404',
-  'failures', 'polls', 'last_polled_at', 'job'}
+  'failures', 'polls', 'last_polled_at'}
 local token, lease = ARGV[1], tonumber(ARGV[2])
 local window, pace = tonumber(ARGV[4]), tonumber(ARGV[5])
 local allowance = budget_allowance(KEYS[2], KEYS[3], tonumber(ARGV[3]), window, pace,

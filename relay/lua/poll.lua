@@ -13,6 +13,7 @@
 -- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst
 -- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
 --            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
+--            (a status with a null job is announced with the job as last seen)
 -- Returns: {now, wait, allowance, kicked_json, reason, job_id, fields..., job_id, fields...}
 -- reason: 'due' (candidates follow), 'idle' (nothing due), 'budget' (due jobs wait), 'pause'
 local t = redis.call('TIME')
@@ -28,6 +29,11 @@ local TERMINAL = {completed = true, failed = true, cancelled = true, not_found =
 local KNOWN = {queued = true, processing = true, completed = true, failed = true,
   cancelled = true, not_found = true, watch_expired = true}
 
+-- A subscription's events are one letter per type: relay/events.py EVENT_CODES.
+local EVENT_CODES = {['job.queued'] = 'q', ['job.processing'] = 'p', ['job.completed'] = 'c',
+  ['job.failed'] = 'f', ['job.cancelled'] = 'x', ['job.status_changed'] = 's',
+  ['job.not_found'] = 'n', ['job.watch_expired'] = 'w'}
+
 local function event_type(status)
   if KNOWN[status] then return 'job.' .. status end
   return 'job.status_changed'
@@ -36,13 +42,6 @@ end
 local function new_msg_id()
   local seq = redis.call('INCR', 'vr:msg:seq')
   return string.format('msg_%011x%08x', math.floor(now * 1000), seq % 4294967296)
-end
-
-local function finish_sub(sid, state)
-  local skey = 'vr:sub:' .. sid
-  redis.call('HSET', skey, 'state', state, 'updated_at', now)
-  redis.call('DEL', redis.call('HGET', skey, 'dedupe') or 'vr:none')
-  redis.call('ZADD', 'vr:finished', now, sid)
 end
 
 local function queue_event(d, sid, sub, previous)
@@ -66,21 +65,33 @@ local function queue_event(d, sid, sub, previous)
   kicked[#kicked + 1] = sid
 end
 
+-- The job's subscriptions that still want events from it (jobsubs: sid -> '1').
+local function listening(subs_key)
+  local found, index = {}, redis.call('HGETALL', subs_key)
+  for i = 1, #index, 2 do
+    if index[i + 1] == '1' then found[#found + 1] = index[i] end
+  end
+  return found
+end
+
 local function fan_out(d)
   local subs_key = 'vr:jobsubs:' .. d.job_id
-  for _, sid in ipairs(redis.call('SMEMBERS', subs_key)) do
+  for _, sid in ipairs(listening(subs_key)) do
     local skey = 'vr:sub:' .. sid
     local sub = redis.call('HMGET', skey, 'state', 'last_status', 'metadata', 'events')
     if sub[1] ~= 'active' then
-      redis.call('SREM', subs_key, sid)
+      redis.call('HSET', subs_key, sid, '0')
     elseif sub[2] ~= d.status then
-      local wanted = string.find(sub[4], '"' .. event_type(d.status) .. '"', 1, true)
-      if wanted then queue_event(d, sid, sub, sub[2]) end
-      redis.call('HSET', skey, 'last_status', d.status, 'updated_at', now)
+      local wanted = string.find(sub[4], EVENT_CODES[event_type(d.status)], 1, true)
+      if wanted then
+        sub[3] = sub[3] or redis.call('GET', skey .. ':metadata')  -- long: in its own key
+        queue_event(d, sid, sub, sub[2])
+      end
+      redis.call('HSET', skey, 'last_status', d.status, 'updated_at', ms(now))
       if TERMINAL[d.status] then
         -- No more events for it; it becomes `done` once its last event is delivered.
-        redis.call('SREM', subs_key, sid)
-        if not wanted then finish_sub(sid, 'done') end
+        redis.call('HSET', subs_key, sid, '0')
+        if not wanted then finish_sub(sid, 'done', now) end
       end
     end
   end
@@ -88,32 +99,43 @@ end
 
 local function end_watch(wkey, job_id)
   redis.call('ZREM', KEYS_DUE, job_id)
-  redis.call('HSET', wkey, 'active', '0', 'ended_at', now, 'next_poll_at', '')
+  redis.call('HSET', wkey, 'active', '0', 'ended_at', ms(now), 'next_poll_at', '')
   redis.call('EXPIRE', wkey, retention)
+  redis.call('EXPIRE', 'vr:job:' .. job_id, retention)
+end
+
+-- The job JSON has a key of its own: at 200+ bytes it would push the watch hash out of Redis's
+-- compact encoding (see relay/store.py). A decision without one (not_found, watch_expired)
+-- announces the job as last seen.
+local function record_job(d, wkey)
+  local jkey = 'vr:job:' .. d.job_id
+  if type(d.job) ~= 'string' then
+    d.job = redis.call('GET', jkey)
+    return
+  end
+  redis.call('SET', jkey, d.job)
+  if type(d.model) == 'string' then redis.call('HSET', wkey, 'model', d.model) end
+  if type(d.created_at) == 'string' then redis.call('HSET', wkey, 'created_at', d.created_at) end
 end
 
 for _, d in ipairs(cjson.decode(ARGV[1])) do
   local wkey = 'vr:watch:' .. d.job_id
   if redis.call('HGET', wkey, 'lease') == d.token then
     redis.call('HDEL', wkey, 'lease', 'urgent')
-    redis.call('HSET', wkey, 'last_polled_at', d.last_polled_at, 'first_404', d.first_404,
+    redis.call('HSET', wkey, 'last_polled_at', ms(d.last_polled_at), 'first_404', d.first_404,
       'failures', d.failures)
     redis.call('HINCRBY', wkey, 'polls', 1)
     if type(d.learn) == 'string' then redis.call('HINCRBY', KEYS[6], d.learn, 1) end
     if type(d.status) == 'string' then
       redis.call('HSET', wkey, 'status', d.status)
-      if type(d.job) == 'string' then
-        redis.call('HSET', wkey, 'job', d.job)
-        if type(d.model) == 'string' then redis.call('HSET', wkey, 'model', d.model) end
-        if type(d.created_at) == 'string' then redis.call('HSET', wkey, 'created_at', d.created_at) end
-      end
+      record_job(d, wkey)
       fan_out(d)
     end
-    if d.end_watch or redis.call('SCARD', 'vr:jobsubs:' .. d.job_id) == 0 then
+    if d.end_watch or #listening('vr:jobsubs:' .. d.job_id) == 0 then
       end_watch(wkey, d.job_id)
     else
       redis.call('ZADD', KEYS_DUE, now + d.delay, d.job_id)
-      redis.call('HSET', wkey, 'next_poll_at', now + d.delay)
+      redis.call('HSET', wkey, 'next_poll_at', ms(now + d.delay))
     end
   end
 end

@@ -1,31 +1,47 @@
 -- Create a subscription and make sure its job is watched, in one step.
--- A live duplicate (same owner, job_id, url, events) is returned instead of a new one.
--- KEYS: dedupe, sub, owner index, job's active subs, job's all subs, watch, due
--- ARGV: sid, owner, job_id, url, events_json, metadata_json, watch_timeout
+-- A live duplicate (same owner, job_id, url, events) is returned instead of a new one: the
+-- job's subscriptions hash maps `d:{digest}` to it (relay/store.py dedupe_digest).
+-- KEYS: sub, owner index, job's subscriptions, watch, due, job JSON
+-- ARGV: sid, owner, job_id, url, events (letters: relay/events.py), metadata_json,
+--       watch_timeout, digest
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1e6
-local existing = redis.call('GET', KEYS[1])
+local dedupe = 'd:' .. ARGV[8]
+local existing = redis.call('HGET', KEYS[3], dedupe)
 if existing and redis.call('HGET', 'vr:sub:' .. existing, 'state') == 'active' then
   return {existing, 0}
 end
 local sid = ARGV[1]
-redis.call('HSET', KEYS[2], 'id', sid, 'owner', ARGV[2], 'job_id', ARGV[3], 'url', ARGV[4],
-  'events', ARGV[5], 'metadata', ARGV[6], 'state', 'active', 'last_status', '',
-  'created_at', now, 'updated_at', now, 'dedupe', KEYS[1])
-redis.call('SET', KEYS[1], sid)
-redis.call('ZADD', KEYS[3], 0, sid)
-redis.call('SADD', KEYS[4], sid)
-redis.call('SADD', KEYS[5], sid)
+local fields = {'owner', ARGV[2], 'job_id', ARGV[3], 'events', ARGV[5], 'state', 'active',
+  'last_status', '', 'created_at', ms(now), 'updated_at', ms(now), 'dedupe', ARGV[8]}
+-- One value past Redis's default hash-max-listpack-value (64 bytes) would convert the whole
+-- hash to a hashtable, several times the bytes: a long url or metadata gets a key of its own,
+-- vr:sub:{sid}:{field}, and is absent from the hash.
+local function keep(field, value)
+  if #value > 64 then
+    redis.call('SET', KEYS[1] .. ':' .. field, value)
+  else
+    table.insert(fields, field)
+    table.insert(fields, value)
+  end
+end
+keep('url', ARGV[4])
+keep('metadata', ARGV[6])
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], 0, sid)
+redis.call('HSET', KEYS[3], sid, '1', dedupe, sid)
+redis.call('PERSIST', KEYS[4])
 redis.call('PERSIST', KEYS[6])
 local deadline = now + tonumber(ARGV[7])
-local old_deadline = tonumber(redis.call('HGET', KEYS[6], 'deadline') or '0')
-if redis.call('HGET', KEYS[6], 'active') ~= '1' then
-  redis.call('HSET', KEYS[6], 'job_id', ARGV[3], 'active', '1', 'started_at', now,
+local old_deadline = tonumber(redis.call('HGET', KEYS[4], 'deadline') or '0')
+if redis.call('HGET', KEYS[4], 'active') ~= '1' then
+  redis.call('HSET', KEYS[4], 'active', '1', 'started_at', ms(now),
     'first_404', '', 'failures', 0)
 end
-redis.call('HSET', KEYS[6], 'deadline', math.max(deadline, old_deadline), 'next_poll_at', now)
+redis.call('HSET', KEYS[4], 'deadline', ms(math.max(deadline, old_deadline)),
+  'next_poll_at', ms(now))
 -- Poll soon so the new subscription hears the current status, but never later than planned.
-redis.call('ZADD', KEYS[7], 'LT', now, ARGV[3])
-redis.call('ZADD', KEYS[7], 'NX', now, ARGV[3])
-redis.call('HSET', KEYS[6], 'urgent', '1')  -- first in line: the subscriber waits for a status
+redis.call('ZADD', KEYS[5], 'LT', now, ARGV[3])
+redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
+redis.call('HSET', KEYS[4], 'urgent', '1')  -- first in line: the subscriber waits for a status
 return {sid, 1}

@@ -181,6 +181,13 @@ async def test_explicit_events_are_kept(api: httpx.AsyncClient) -> None:
     assert sub["events"] == ["job.completed", "job.failed"]
 
 
+async def test_events_come_back_in_the_order_given(api: httpx.AsyncClient) -> None:
+    given = ["job.watch_expired", "job.failed", "job.queued", "job.status_changed"]
+    sub = await create(api, events=given)
+    assert sub["events"] == given
+    assert (await api.get(f"/v1/subscriptions/{sub['id']}")).json()["events"] == given
+
+
 async def test_duplicate_events_are_collapsed(api: httpx.AsyncClient) -> None:
     sub = await create(api, events=["job.completed", "job.completed"])
     assert sub["events"] == ["job.completed"]
@@ -267,6 +274,17 @@ async def test_url_of_exactly_2048_characters_is_accepted(api: httpx.AsyncClient
     url = HOOK + "/"
     url += "a" * (2048 - len(url))
     assert (await create(api, url=url))["url"] == url
+
+
+async def test_long_url_and_metadata_read_back_everywhere(api: httpx.AsyncClient) -> None:
+    # Long values are stored apart from the subscription hash (relay/store.py); no view shows it.
+    url, metadata = HOOK + "/" + "u" * 100, {"blob": "m" * 4000}
+    sub = await create(api, job_id="job_long", url=url, metadata=metadata)
+    assert (sub["url"], sub["metadata"]) == (url, metadata)
+    assert (await api.get(f"/v1/subscriptions/{sub['id']}")).json() == sub
+    assert (await api.get("/v1/subscriptions")).json()["data"] == [sub]
+    assert (await api.get("/v1/subscriptions?job_id=job_long")).json()["data"] == [sub]
+    assert (await api.get("/v1/jobs/job_long")).json()["subscriptions"] == [sub]
 
 
 @pytest.mark.parametrize("events", [

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import re
+from importlib import resources
+
 import pytest
 
 from relay.events import (
     ALL_EVENTS,
+    EVENT_CODES,
     NOT_FOUND,
     WATCH_EXPIRED,
     EventType,
     JobStatus,
+    decode_events,
+    encode_events,
     event_for,
     is_terminal,
 )
@@ -63,3 +69,25 @@ def test_every_job_status_has_its_own_event() -> None:
         EventType.queued, EventType.processing, EventType.completed, EventType.failed,
         EventType.cancelled,
     }
+
+
+def test_every_event_has_its_own_letter() -> None:
+    assert set(EVENT_CODES) == set(ALL_EVENTS)
+    assert all(len(code) == 1 for code in EVENT_CODES.values())
+    assert len(set(EVENT_CODES.values())) == len(EVENT_CODES)
+
+
+def test_events_round_trip_through_letters_in_their_order() -> None:
+    given = ["job.not_found", "job.queued", "job.completed"]
+    assert encode_events(given) == "nqc"
+    assert decode_events(encode_events(given)) == given
+    every = [str(e) for e in ALL_EVENTS]
+    assert decode_events(encode_events(every)) == every
+
+
+def test_the_poll_script_uses_the_same_letters() -> None:
+    script = resources.files("relay").joinpath("lua/poll.lua").read_text()
+    table = re.search(r"local EVENT_CODES = \{(.*?)\}", script, re.S)
+    assert table is not None
+    in_lua = dict(re.findall(r"\['([a-z._]+)'\] = '(\w)'", table.group(1)))
+    assert in_lua == {str(event): code for event, code in EVENT_CODES.items()}

@@ -120,11 +120,11 @@ def test_not_found_within_grace_keeps_first_404() -> None:
 
 
 def test_not_found_past_grace_ends_watch() -> None:
-    watch = {"first_404": str(NOW - 61), "job": '{"status":"queued"}', "failures": "2"}
+    watch = {"first_404": str(NOW - 61), "failures": "2"}
     d = run(PollResult(Outcome.not_found, status_code=404), watch)
     assert d["status"] == "not_found"
     assert d["end_watch"] is True
-    assert d["job"] == '{"status":"queued"}'
+    assert d["job"] is None  # poll.lua announces the job as last seen (tests/relay/test_store.py)
     assert d["failures"] == 2
 
 
@@ -177,10 +177,10 @@ def test_watch_deadline_passed_expires() -> None:
     assert json.loads(d["job"])["status"] == "processing"
 
 
-def test_watch_deadline_passed_during_errors_keeps_last_job() -> None:
-    d = run(PollResult(Outcome.server_error), {"deadline": str(NOW), "job": '{"a":1}'})
+def test_watch_deadline_passed_during_errors_expires_without_a_new_job() -> None:
+    d = run(PollResult(Outcome.server_error), {"deadline": str(NOW)})
     assert d["status"] == "watch_expired"
-    assert d["job"] == '{"a":1}'
+    assert d["job"] is None  # poll.lua announces the job as last seen
 
 
 def test_terminal_status_wins_over_deadline() -> None:
