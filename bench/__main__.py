@@ -32,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
     parser.add_argument("--scale", type=float, help="wall seconds per unscaled second")
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-interval", type=float,
+                        help="the relay's RELAY_POLL_MAX_INTERVAL in unscaled seconds (default 60)")
     parser.add_argument("--second-timestamps", action="store_true",
                         help="keep Varg's 1 s timestamp resolution even when time is scaled")
     return parser.parse_args()
@@ -44,6 +46,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         overrides["scale"] = args.scale
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.max_interval:
+        overrides["max_interval"] = args.max_interval
     return replace(plan, **overrides)
 
 

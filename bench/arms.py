@@ -44,6 +44,7 @@ async def compare(schedule: Schedule, plan: Plan, pool: ProcessPoolExecutor,
                              plan.scaled_timestamps)
         for kind in BASELINES
     ]
-    relay = await run_relay(schedule, plan.scaled_budget, plan.redis_url, t0, keep_learning)
+    relay = await run_relay(schedule, plan.scaled_budget, plan.redis_url, t0, keep_learning,
+                            plan.max_interval)
     baselines = await asyncio.gather(*futures)
     return {arm.name: arm for arm in (relay, *baselines)}

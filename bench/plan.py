@@ -24,6 +24,7 @@ class Plan:
     monitor_seconds: float = 2.0
     redis_url: str = REDIS_URL
     scaled_timestamps: bool = True
+    max_interval: float = 60.0  # unscaled RELAY_POLL_MAX_INTERVAL for the relay under test
 
     @property
     def scaled_budget(self) -> int:

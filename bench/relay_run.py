@@ -24,7 +24,7 @@ EVENTS = [str(e) for e in ALL_EVENTS]
 
 
 def relay_env(sim_url: str, redis_url: str, budget: int, scale: float,
-              **extra: str) -> dict[str, str]:
+              max_interval: float = 60.0, **extra: str) -> dict[str, str]:
     """Settings like tests/conftest.py `env_for`, with the poll intervals scaled."""
     return {
         "REDIS_URL": redis_url,
@@ -35,7 +35,7 @@ def relay_env(sim_url: str, redis_url: str, budget: int, scale: float,
         "RELAY_ALLOW_PRIVATE_CALLBACKS": "true",
         "RELAY_UPSTREAM_RATE_LIMIT": str(budget),
         "RELAY_POLL_MIN_INTERVAL": f"{1.0 * scale:g}s",
-        "RELAY_POLL_MAX_INTERVAL": f"{60.0 * scale:g}s",
+        "RELAY_POLL_MAX_INTERVAL": f"{max_interval * scale:g}s",
         "RELAY_METRICS_PORT": "0",
         "RELAY_LOG_LEVEL": "WARNING",
         "RELAY_LOG_FORMAT": "text",
@@ -67,12 +67,13 @@ async def all_terminal(receiver_url: str, jobs: Iterable[JobSpec]) -> bool:
 
 
 async def run_relay(schedule: Schedule, budget: int, redis_url: str, t0: float,
-                    keep_learning: bool) -> ArmResult:
+                    keep_learning: bool, max_interval: float = 60.0) -> ArmResult:
     """Replay `schedule` through the relay; lag is change -> webhook arrival."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     with simulator(budget) as sim, receiver() as hooks:
         await reset_redis(redis, [DURATIONS] if keep_learning else [])
-        settings = load_settings(relay_env(sim.url, redis_url, budget, schedule.scale))
+        settings = load_settings(relay_env(sim.url, redis_url, budget, schedule.scale,
+                                           max_interval))
         store = Store(redis)
 
         async def on_arrival(job: JobSpec) -> None:

@@ -89,7 +89,8 @@ def markdown(result: dict[str, Any]) -> str:
     plan = result["plan"]
     lines = [
         f"Lag at a budget of {plan['budget']}/min, time scaled x{plan['scale']} "
-        f"(budget {plan['scaled_budget']}/min); lags in UNSCALED seconds. Relay: change -> "
+        f"(budget {plan['scaled_budget']}/min), relay RELAY_POLL_MAX_INTERVAL "
+        f"{plan.get('max_interval', 60.0):g} s; lags in UNSCALED seconds. Relay: change -> "
         "webhook arrival (and -> relay noticed); baselines: change -> loop noticed.",
         "",
         "| measure | relay (webhook) | relay (noticed) | round robin | SDK fixed 2 s |",
