@@ -93,21 +93,28 @@ def _expire_if_overdue(decision: dict[str, Any], watch: dict[str, str], now: flo
 
 
 # Tiers above any chance (which is at most 1): who is polled first when the budget is short.
-FIRST_LOOK = 3.0  # never polled, or a new subscription waits for its first status
+FIRST_LOOK = 3.0  # a new subscription on a job already polled waits for its first status
 OVERDUE = 2.0  # not polled for max_interval: longest-unpolled first, so no live job starves
 SCHEDULED = 1.5  # a retry after an upstream error, or a look within the 404 grace
 
 
 def poll_value(fields: dict[str, str], now: float, limits: Limits, policy: PollPolicy) -> float:
     """How much polling a due job now is worth; see relay/schedule.py."""
+    started = float(fields.get("started_at") or now)
     last = float(fields.get("last_polled_at") or 0)
-    if fields.get("urgent") or not last:
+    if not last:
+        # Its model is not known until the first poll: with budget to spare it is polled at
+        # once (any due job is); when short, when jobs of its age have likely finished.
+        if now - started >= limits.max_interval:
+            return OVERDUE + (now - started) / 1e6
+        return policy.first_look_value(now - started)
+    if fields.get("urgent"):
         return FIRST_LOOK
     if now - last >= limits.max_interval:
         return OVERDUE + (now - last) / 1e6
     if fields.get("first_404") or int(fields.get("failures") or 0):
         return SCHEDULED
-    created = parse_time(fields.get("created_at")) or float(fields.get("started_at") or last)
+    created = parse_time(fields.get("created_at")) or started
     return policy.value(fields.get("model") or "", last - created, now - created)
 
 

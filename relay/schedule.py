@@ -126,6 +126,22 @@ class PollPolicy:
     def __init__(self, observed: Mapping[str, Sequence[float]] | None = None) -> None:
         self.observed = dict(observed or {})
         self._cache: dict[str, Durations] = {}
+        self._mixture: Durations | None = None
+
+    def mixture(self) -> Durations:
+        """Run times of every job seen, whatever its model, after a prior worth PRIOR_WEIGHT
+        jobs: what a job whose model is not known yet (never polled) probably takes."""
+        if self._mixture is None:
+            counts = prior_counts(DEFAULT_PRIOR)
+            for seen in self.observed.values():
+                for i, count in enumerate(seen):
+                    counts[i] += count
+            self._mixture = Durations(counts)
+        return self._mixture
+
+    def first_look_value(self, age: float) -> float:
+        """The chance a job never polled, `age` seconds old, has finished."""
+        return self.mixture().cdf(age)
 
     def durations(self, model: str) -> Durations:
         if model not in self._cache:

@@ -264,9 +264,28 @@ def polled(model: str, created_ago: float, polled_ago: float, **extra: str) -> d
             "polls": "3", "first_404": "", "failures": "0", "urgent": "", **extra}
 
 
-def test_a_job_never_polled_comes_first() -> None:
-    fresh = {"status": "", "last_polled_at": "", "polls": "", "started_at": str(NOW)}
-    assert poll_value(fresh, NOW, LIMITS, POLICY) == FIRST_LOOK
+def never_polled(age: float) -> dict[str, str]:
+    return {"status": "", "last_polled_at": "", "polls": "", "started_at": str(NOW - age)}
+
+
+def test_a_job_never_polled_is_worth_the_chance_any_job_of_its_age_finished() -> None:
+    """Its model is unknown until the first poll: the mixture of every model seen counts."""
+    images = PollPolicy({"fal:flux-schnell": [0.0] * bucket_of(10.0) + [100.0]})
+    assert poll_value(never_polled(0.0), NOW, LIMITS, images) == 0.0
+    young, old = (poll_value(never_polled(age), NOW, LIMITS, images) for age in (5.0, 30.0))
+    assert 0.0 <= young < old <= 1.0
+    assert old > 0.9  # nearly every job seen had finished by 30 s
+
+
+def test_a_job_never_polled_for_max_interval_is_overdue() -> None:
+    assert poll_value(never_polled(61.0), NOW, LIMITS, POLICY) > OVERDUE
+
+
+def test_a_fresh_image_outranks_a_job_never_polled_only_when_it_likely_finished() -> None:
+    images = PollPolicy({"fal:flux-schnell": [0.0] * bucket_of(10.0) + [100.0]})
+    likely = polled("fal:flux-schnell", 20, 8)  # polled at 12 s, now 20 s old
+    jobs = [("new", never_polled(1.0)), ("likely", likely)]
+    assert rank(jobs, NOW, LIMITS, images) == ["likely", "new"]
 
 
 def test_a_new_subscription_on_a_watched_job_comes_first() -> None:
