@@ -30,6 +30,9 @@ EDGES = tuple(BUCKET_BASE * 2 ** (i / 4) for i in range(BUCKETS))
 PRIOR_WEIGHT = 5.0  # the prior counts as this many observed jobs
 PRIOR_SPREAD = 0.6  # standard deviation of ln(run time) in the prior
 ELIGIBLE_CHANCE = 0.02  # a job is not polled before its value reaches this
+# Replaying the benchmark's steady mix offline, weights from 1.5 to 5 all cut the median lag by
+# 10-20% against 1 (and a first look at age 0 by far more); 2 is the middle of that plateau.
+FIRST_LOOK_WEIGHT = 2.0
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,10 @@ class PollPolicy:
         return self._mixture
 
     def first_look_value(self, age: float) -> float:
-        """The chance a job never polled, `age` seconds old, has finished."""
-        return self.mixture().cdf(age)
+        """The chance a job never polled, `age` seconds old, has finished, weighed up by
+        FIRST_LOOK_WEIGHT: a first look also tells the job's model, which makes every later
+        poll of it count."""
+        return min(1.0, FIRST_LOOK_WEIGHT * self.mixture().cdf(age))
 
     def durations(self, model: str) -> Durations:
         if model not in self._cache:

@@ -7,6 +7,7 @@ import pytest
 from relay.schedule import (
     BUCKETS,
     DEFAULT_PRIOR,
+    FIRST_LOOK_WEIGHT,
     PRIOR_SECONDS,
     PRIOR_WEIGHT,
     Durations,
@@ -152,3 +153,19 @@ def test_parse_counts_ignores_junk() -> None:
 
 def test_learn_field_names_model_and_bucket() -> None:
     assert learn_field("fal:x", 10.0) == f"fal:x\t{bucket_of(10.0)}"
+
+
+def test_the_mixture_sums_every_model_seen() -> None:
+    seen = {"img": [0.0] * bucket_of(10.0) + [30.0], "vid": [0.0] * bucket_of(200.0) + [10.0]}
+    mixture = PollPolicy(seen).mixture()
+    # 30 of 45 (40 jobs seen plus a prior worth 5, centred on a minute) end by 20 s
+    assert 0.6 < mixture.cdf(20.0) < 0.7
+    assert mixture.cdf(400.0) > 0.95
+
+
+def test_a_first_look_is_worth_more_than_the_bare_chance_but_at_most_one() -> None:
+    policy = PollPolicy({"img": [0.0] * bucket_of(10.0) + [30.0]})
+    chance = policy.mixture().cdf(9.0)
+    assert 0 < chance < 0.5
+    assert policy.first_look_value(9.0) == pytest.approx(FIRST_LOOK_WEIGHT * chance)
+    assert policy.first_look_value(1e5) == 1.0
