@@ -255,7 +255,7 @@ class Store:
         """Lease these jobs (best first) while the budget allows and they are still due."""
         if not job_ids:
             return []
-        keys = [DUE, RL_WINDOW, RL_PACE]
+        keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
         args = [token, lease_s, *budget.args(), *job_ids]
         raw: list[str] = await self._lease(keys=keys, args=args)  # type: ignore[arg-type]
         return _rows(raw, WATCH_FIELDS)

@@ -10,7 +10,9 @@ local function budget_allowance(window_key, pace_key, limit, window, pace, burst
   redis.call('ZREMRANGEBYSCORE', window_key, '-inf', clock - window)
   local room = limit - redis.call('ZCARD', window_key)
   local tat = tonumber(redis.call('GET', pace_key) or '0')
-  local paced = math.floor((clock + burst * pace - math.max(tat, clock)) / pace)
+  -- The two clocks are ~1.7e9 s, resolved to ~2.4e-7 s: count whole paces with a margin far
+  -- above that, or an unused budget could allow burst - 1 (and 0 when the burst is 1).
+  local paced = burst + math.floor((clock - math.max(tat, clock)) / pace + 1e-4)
   local n = math.min(room, paced)
   if n > 0 then return n, 0 end
   if room <= 0 then

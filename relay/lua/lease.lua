@@ -3,7 +3,7 @@
 -- a candidate. A lease pushes the job's due time out by the lease length, so if the worker
 -- dies the job becomes due again by itself.
 --
--- KEYS: due, window log, pacing key
+-- KEYS: due, window log, pacing key, pause key
 -- ARGV: token, lease_seconds, limit, window, pace, burst, job_id...
 -- Returns: {job_id, fields..., job_id, fields...}
 local t = redis.call('TIME')
@@ -15,6 +15,8 @@ local window, pace = tonumber(ARGV[4]), tonumber(ARGV[5])
 local allowance = budget_allowance(KEYS[2], KEYS[3], tonumber(ARGV[3]), window, pace,
   tonumber(ARGV[6]))
 local jobs, taken = {}, 0
+-- A 429 may have paused every worker since this one named its candidates.
+if redis.call('PTTL', KEYS[4]) > 0 then return jobs end
 for i = 7, #ARGV do
   if taken >= allowance then break end
   local job_id = ARGV[i]

@@ -41,7 +41,10 @@ end
 redis.call('HSET', KEYS[4], 'deadline', ms(math.max(deadline, old_deadline)),
   'next_poll_at', ms(now))
 -- Poll soon so the new subscription hears the current status, but never later than planned.
-redis.call('ZADD', KEYS[5], 'LT', now, ARGV[3])
+-- A poll in flight (leased) will tell it anyway: its write-back fans out to this subscription.
+if not redis.call('HGET', KEYS[4], 'lease') then
+  redis.call('ZADD', KEYS[5], 'LT', now, ARGV[3])
+end
 redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
 redis.call('HSET', KEYS[4], 'urgent', '1')  -- first in line: the subscriber waits for a status
 return {sid, 1}

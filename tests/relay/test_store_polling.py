@@ -74,8 +74,8 @@ async def poll_once(store: Store, job_ids: list[str], token: str = "tok-a") -> C
     return await cycle(store, decisions=decisions_for(jobs, token, found.now), max_candidates=0)
 
 
-async def due_at(redis: Redis, job_id: str) -> float | None:
-    score: float | None = await redis.zscore("vr:due", job_id)
+async def due_at(store: Store, job_id: str) -> float | None:
+    score: float | None = await store.redis.zscore("vr:due", job_id)
     return score
 
 
@@ -83,14 +83,14 @@ async def due_at(redis: Redis, job_id: str) -> float | None:
 
 
 async def test_due_jobs_come_back_as_candidates_with_their_fields_and_nothing_is_leased(
-    store: Store, redis: Redis
+    store: Store
 ) -> None:
     """poll_cycle names every due job (reason `due`, no wait) with CANDIDATE_FIELDS as the
     watch has them (a new one: urgent, started, never polled) and the allowance (here the
     budget's room); it leases nothing and spends nothing, so asking again gives the same."""
     for job_id in ("job_a", "job_b", "job_c"):
         await watch(store, job_id)
-    scores = {j: await due_at(redis, j) for j in ("job_a", "job_b", "job_c")}
+    scores = {j: await due_at(store, j) for j in ("job_a", "job_b", "job_c")}
 
     found = await cycle(store)
     assert (found.reason, found.wait, found.allowance, found.kicked) == ("due", 0.0, 50, [])
@@ -106,16 +106,16 @@ async def test_due_jobs_come_back_as_candidates_with_their_fields_and_nothing_is
     assert again.allowance == 50 and sorted(j.job_id for j in again.jobs) == sorted(
         j.job_id for j in found.jobs)
     for job_id, score in scores.items():
-        assert await redis.hget(f"vr:watch:{job_id}", "lease") is None
-        assert await due_at(redis, job_id) == score
+        assert await store.redis.hget(f"vr:watch:{job_id}", "lease") is None
+        assert await due_at(store, job_id) == score
 
 
-async def test_candidates_carry_what_the_last_poll_saw(store: Store, redis: Redis) -> None:
+async def test_candidates_carry_what_the_last_poll_saw(store: Store) -> None:
     """After a written-back poll the candidate fields hold the status, model, created_at,
     poll count and poll time, and no longer the urgent mark."""
     await watch(store, "job_seen")
     written = await poll_once(store, ["job_seen"])
-    await redis.zadd("vr:due", {"job_seen": 0})
+    await store.redis.zadd("vr:due", {"job_seen": 0})
     found = await cycle(store)
     [job] = found.jobs
     assert job.fields["status"] == "processing"
@@ -126,18 +126,17 @@ async def test_candidates_carry_what_the_last_poll_saw(store: Store, redis: Redi
     assert job.fields["urgent"] == ""
 
 
-async def test_max_candidates_names_the_earliest_due_first(store: Store, redis: Redis) -> None:
+async def test_max_candidates_names_the_earliest_due_first(store: Store) -> None:
     """At most max_candidates jobs come back, the ones due longest."""
     for job_id in ("job_1", "job_2", "job_3", "job_4", "job_5"):
         await watch(store, job_id)
-    await redis.zadd("vr:due", {"job_1": 50, "job_2": 10, "job_3": 40, "job_4": 20, "job_5": 30})
+    scores = {"job_1": 50, "job_2": 10, "job_3": 40, "job_4": 20, "job_5": 30}
+    await store.redis.zadd("vr:due", scores)
     found = await cycle(store, max_candidates=2)
     assert [j.job_id for j in found.jobs] == ["job_2", "job_4"]
 
 
-async def test_nothing_due_is_idle_with_the_wait_until_the_next_due_job(
-    store: Store, redis: Redis
-) -> None:
+async def test_nothing_due_is_idle_with_the_wait_until_the_next_due_job(store: Store) -> None:
     """With no due job: reason `idle`, no allowance, no candidates, and `wait` is the time
     until the next one is due (an hour when nothing is watched)."""
     empty = await cycle(store)
@@ -151,7 +150,7 @@ async def test_nothing_due_is_idle_with_the_wait_until_the_next_due_job(
     assert 0 < found.wait <= DELAY
 
 
-async def test_max_candidates_zero_only_writes_back(store: Store, redis: Redis) -> None:
+async def test_max_candidates_zero_only_writes_back(store: Store) -> None:
     """poll_cycle(..., max_candidates=0) applies the decisions (the watch records the poll, the
     subscription gets its event and is kicked) but names no candidate, though one is due,
     and leaves the budget alone."""
@@ -165,34 +164,32 @@ async def test_max_candidates_zero_only_writes_back(store: Store, redis: Redis) 
                           max_candidates=0)
     assert (written.reason, written.allowance, written.jobs, written.wait) == ("idle", 0, [], 0.0)
     assert written.kicked == [sid]
-    assert await redis.hget("vr:watch:job_polled", "polls") == "1"
-    assert await redis.hget("vr:watch:job_polled", "status") == "processing"
-    assert await redis.llen(f"vr:outbox:{sid}") == 1
+    assert await store.redis.hget("vr:watch:job_polled", "polls") == "1"
+    assert await store.redis.hget("vr:watch:job_polled", "status") == "processing"
+    assert await store.redis.llen(f"vr:outbox:{sid}") == 1
     # Only the one lease was charged: 2 of 3 left.
     assert (await cycle(store, budget)).allowance == 2
 
 
-async def test_a_pause_names_no_candidate_but_still_writes_back(
-    store: Store, redis: Redis
-) -> None:
+async def test_a_pause_names_no_candidate_but_still_writes_back(store: Store) -> None:
     """While the deployment-wide pause (a 429's Retry-After) lasts, poll_cycle answers `pause`
     with the time left and no candidates, but a batch polled before it is still written back."""
     await watch(store, "job_p")
     found = await cycle(store)
     jobs = await store.lease(["job_p"], "tok-p", LEASE, ROOMY)
     await store.pause_upstream(20)
-    await redis.zadd("vr:due", {"job_other": 0})
+    await store.redis.zadd("vr:due", {"job_other": 0})
     paused = await cycle(store, decisions=decisions_for(jobs, "tok-p", found.now))
     assert (paused.reason, paused.allowance, paused.jobs) == ("pause", 0, [])
     assert 15 < paused.wait <= 20
-    assert await redis.hget("vr:watch:job_p", "polls") == "1"
+    assert await store.redis.hget("vr:watch:job_p", "polls") == "1"
 
 
 # --- the budget --------------------------------------------------------------------------------
 
 
 async def test_leasing_takes_at_most_the_allowance_and_a_spent_window_says_budget(
-    store: Store, redis: Redis
+    store: Store
 ) -> None:
     """Budget(limit=5, window=61) with a pace that never binds: the allowance is 5, a lease of
     8 ids takes 5, and then (5 requests within the window) the allowance is 0 with reason
@@ -211,7 +208,7 @@ async def test_leasing_takes_at_most_the_allowance_and_a_spent_window_says_budge
     assert (spent.reason, spent.allowance, spent.jobs) == ("budget", 0, [])
     assert 55 < spent.wait <= 61.0
     assert await store.lease(ids[5:], "tok-2", LEASE, budget) == []
-    assert all([await redis.hget(f"vr:watch:{j}", "lease") is None for j in ids[5:]])
+    assert all([await store.redis.hget(f"vr:watch:{j}", "lease") is None for j in ids[5:]])
 
 
 async def test_the_allowance_is_the_room_left_in_the_window(store: Store) -> None:
@@ -295,9 +292,7 @@ async def test_an_unused_budget_allows_its_whole_burst(store: Store, limit: int)
 # --- leases ------------------------------------------------------------------------------------
 
 
-async def test_lease_takes_ids_in_the_given_order_while_the_allowance_lasts(
-    store: Store, redis: Redis
-) -> None:
+async def test_lease_takes_ids_in_the_given_order_while_the_allowance_lasts(store: Store) -> None:
     """With room for 2, a lease of [d, b, a, c] takes d and b (the worker's best first), not
     the first due nor the first by name; a and c stay due and unleased."""
     for job_id in ("job_a", "job_b", "job_c", "job_d"):
@@ -306,12 +301,12 @@ async def test_lease_takes_ids_in_the_given_order_while_the_allowance_lasts(
     leased = await store.lease(["job_d", "job_b", "job_a", "job_c"], "tok-1", LEASE, budget)
     assert [j.job_id for j in leased] == ["job_d", "job_b"]
     for job_id in ("job_a", "job_c"):
-        assert await redis.hget(f"vr:watch:{job_id}", "lease") is None
+        assert await store.redis.hget(f"vr:watch:{job_id}", "lease") is None
     assert sorted(j.job_id for j in (await cycle(store)).jobs) == ["job_a", "job_c"]
 
 
 async def test_a_lease_returns_the_watch_sets_its_token_and_pushes_its_due_time(
-    store: Store, redis: Redis
+    store: Store
 ) -> None:
     """A leased job comes back with WATCH_FIELDS, its watch holds the lease token, and its due
     score is now + the lease length: it is no longer a candidate, and a second lease of the
@@ -324,19 +319,17 @@ async def test_a_lease_returns_the_watch_sets_its_token_and_pushes_its_due_time(
     assert job.job_id == "job_l" and tuple(job.fields) == WATCH_FIELDS
     assert float(job.fields["deadline"]) == pytest.approx(before.now + 3600.0, abs=5)
     assert job.fields["failures"] == "0"
-    assert await redis.hget("vr:watch:job_l", "lease") == "tok-first"
-    score = await due_at(redis, "job_l")
+    assert await store.redis.hget("vr:watch:job_l", "lease") == "tok-first"
+    score = await due_at(store, "job_l")
     assert score is not None and before.now + LEASE <= score <= after.now + LEASE
     assert after.jobs == []
 
     assert await store.lease(["job_l"], "tok-second", LEASE, ROOMY) == []
-    assert await redis.hget("vr:watch:job_l", "lease") == "tok-first"
-    assert await due_at(redis, "job_l") == score
+    assert await store.redis.hget("vr:watch:job_l", "lease") == "tok-first"
+    assert await due_at(store, "job_l") == score
 
 
-async def test_a_job_not_due_and_an_unknown_id_are_skipped_and_not_charged(
-    store: Store, redis: Redis
-) -> None:
+async def test_a_job_not_due_and_an_unknown_id_are_skipped_and_not_charged(store: Store) -> None:
     """lease([unknown, not due, due]) takes only the due one, leaves the other watch as it
     was, and charges the budget for one request (an empty lease charges nothing)."""
     await watch(store, "job_due")
@@ -344,14 +337,14 @@ async def test_a_job_not_due_and_an_unknown_id_are_skipped_and_not_charged(
     await watch(store, "job_spare")  # stays due, so poll_cycle reports the allowance
     found = await cycle(store)
     later = found.now + 100
-    await redis.zadd("vr:due", {"job_later": later})
+    await store.redis.zadd("vr:due", {"job_later": later})
     budget = Budget(limit=3, window=61.0, pace=0.0625, burst=64)
 
     leased = await store.lease(["job_nope", "job_later", "job_due"], "tok-1", LEASE, budget)
     assert [j.job_id for j in leased] == ["job_due"]
-    assert await redis.hget("vr:watch:job_later", "lease") is None
-    assert await due_at(redis, "job_later") == pytest.approx(later)
-    assert not await redis.exists("vr:watch:job_nope")
+    assert await store.redis.hget("vr:watch:job_later", "lease") is None
+    assert await due_at(store, "job_later") == pytest.approx(later)
+    assert not await store.redis.exists("vr:watch:job_nope")
     assert (await cycle(store, budget)).allowance == 2
     assert await store.lease([], "tok-2", LEASE, budget) == []
     assert (await cycle(store, budget)).allowance == 2
@@ -361,7 +354,7 @@ async def test_a_job_not_due_and_an_unknown_id_are_skipped_and_not_charged(
 
 
 async def test_a_write_back_with_the_lease_token_clears_the_lease_and_reschedules(
-    store: Store, redis: Redis
+    store: Store
 ) -> None:
     """The decision carrying the lease's token is applied: the lease (and urgent mark) go, the
     status and poll count are recorded, the subscription is kicked, and the job is due again
@@ -373,14 +366,14 @@ async def test_a_write_back_with_the_lease_token_clears_the_lease_and_reschedule
                           max_candidates=0)
 
     assert written.kicked == [sid]
-    hash_ = await redis.hgetall("vr:watch:job_w")
+    hash_ = await store.redis.hgetall("vr:watch:job_w")
     assert "lease" not in hash_ and "urgent" not in hash_
     assert (hash_["status"], hash_["polls"], hash_["model"]) == ("processing", "1", MODEL)
     assert float(hash_["next_poll_at"]) == pytest.approx(written.now + DELAY, abs=0.002)
-    assert await due_at(redis, "job_w") == pytest.approx(written.now + DELAY, abs=0.001)
+    assert await due_at(store, "job_w") == pytest.approx(written.now + DELAY, abs=0.001)
 
 
-async def test_a_write_back_with_a_stale_token_is_ignored(store: Store, redis: Redis) -> None:
+async def test_a_write_back_with_a_stale_token_is_ignored(store: Store) -> None:
     """Worker A's lease runs out (0.05 s here) and worker B leases the job again: A's late
     write-back changes nothing (no status, no poll counted, no event, B's lease and due time
     stay); B's is applied. Sleeps 0.1 s."""
@@ -392,24 +385,24 @@ async def test_a_write_back_with_a_stale_token_is_ignored(store: Store, redis: R
     assert [j.job_id for j in second.jobs] == ["job_s"]  # due again: A's lease ran out
     b_jobs = await store.lease(["job_s"], "tok-b", LEASE, ROOMY)
     assert [j.job_id for j in b_jobs] == ["job_s"]
-    b_due = await due_at(redis, "job_s")
+    b_due = await due_at(store, "job_s")
 
     late = await cycle(store, decisions=decisions_for(a_jobs, "tok-a", first.now),
                        max_candidates=0)
     assert late.kicked == []
-    hash_ = await redis.hgetall("vr:watch:job_s")
+    hash_ = await store.redis.hgetall("vr:watch:job_s")
     assert hash_["lease"] == "tok-b"
     assert "polls" not in hash_ and "status" not in hash_
-    assert await due_at(redis, "job_s") == b_due
-    assert await redis.llen(f"vr:outbox:{sid}") == 0
+    assert await due_at(store, "job_s") == b_due
+    assert await store.redis.llen(f"vr:outbox:{sid}") == 0
 
     applied = await cycle(store, decisions=decisions_for(b_jobs, "tok-b", second.now),
                           max_candidates=0)
     assert applied.kicked == [sid]
-    assert await redis.hget("vr:watch:job_s", "polls") == "1"
+    assert await store.redis.hget("vr:watch:job_s", "polls") == "1"
 
 
-async def test_a_decision_is_applied_once(store: Store, redis: Redis) -> None:
+async def test_a_decision_is_applied_once(store: Store) -> None:
     """Writing back the same decisions twice (a retried round trip) counts one poll and
     queues one event: the first write-back consumed the lease token."""
     sid = await watch(store, "job_once")
@@ -419,34 +412,63 @@ async def test_a_decision_is_applied_once(store: Store, redis: Redis) -> None:
     await cycle(store, decisions=decisions, max_candidates=0)
     again = await cycle(store, decisions=decisions, max_candidates=0)
     assert again.kicked == []
-    assert await redis.hget("vr:watch:job_once", "polls") == "1"
-    assert await redis.llen(f"vr:outbox:{sid}") == 1
+    assert await store.redis.hget("vr:watch:job_once", "polls") == "1"
+    assert await store.redis.llen(f"vr:outbox:{sid}") == 1
 
 
 # --- urgency -----------------------------------------------------------------------------------
 
 
 async def test_a_new_subscription_marks_the_watch_urgent_and_the_write_back_clears_it(
-    store: Store, redis: Redis
+    store: Store
 ) -> None:
-    """subscribe.lua marks the watch urgent and due now (a first look: FIRST_LOOK); the
-    write-back clears the mark. A second, different subscription to the polled job marks it
-    urgent and due now again; a duplicate of a live one (same owner, url, events) does not."""
+    """subscribe.lua marks the watch urgent and due now; the write-back clears the mark. A
+    second, different subscription to the polled job marks it urgent and due now again (and
+    it is then worth FIRST_LOOK: the new subscriber waits for its first status); a duplicate
+    of a live one (same owner, url, events) does neither."""
     await watch(store, "job_u")
-    assert await redis.hget("vr:watch:job_u", "urgent") == "1"
+    assert await store.redis.hget("vr:watch:job_u", "urgent") == "1"
     written = await poll_once(store, ["job_u"])
-    assert await redis.hget("vr:watch:job_u", "urgent") is None
-    assert await due_at(redis, "job_u") == pytest.approx(written.now + DELAY, abs=0.001)
+    assert await store.redis.hget("vr:watch:job_u", "urgent") is None
+    assert await due_at(store, "job_u") == pytest.approx(written.now + DELAY, abs=0.001)
 
     await store.subscribe(new_id("sub"), OWNER, "job_u", URL, EVENTS, {}, 3600.0)  # duplicate
-    assert await redis.hget("vr:watch:job_u", "urgent") is None
+    assert await store.redis.hget("vr:watch:job_u", "urgent") is None
     assert (await cycle(store)).jobs == []
 
     await watch(store, "job_u", url=URL + "/second")
-    assert await redis.hget("vr:watch:job_u", "urgent") == "1"
+    assert await store.redis.hget("vr:watch:job_u", "urgent") == "1"
     found = await cycle(store)
     [job] = found.jobs
     assert job.job_id == "job_u" and job.fields["urgent"] == "1"
     assert job.fields["polls"] == "1"
     limits = Limits(not_found_grace=60.0, min_interval=1.0, max_interval=60.0)
     assert poll_value(job.fields, found.now, limits, PollPolicy()) == FIRST_LOOK
+
+
+async def test_a_pause_taken_after_the_candidates_were_named_stops_the_lease(
+    store: Store,
+) -> None:
+    """A 429 seen by another worker between this worker's poll.lua and its lease.lua: the
+    lease takes nothing and charges nothing."""
+    await watch(store, "job_p")
+    found = await cycle(store)
+    assert [j.job_id for j in found.jobs] == ["job_p"]
+    await store.pause_upstream(5.0)
+    assert await store.lease(["job_p"], "tok-a", LEASE, ROOMY) == []
+    assert await store.redis.zcard("vr:rl:window") == 0
+    assert await store.redis.hget("vr:watch:job_p", "lease") is None
+
+
+async def test_a_new_subscription_leaves_a_poll_in_flight_alone(store: Store) -> None:
+    """While a job is leased its due time is the lease's end; a second subscription does not
+    make it due again (a second worker would poll it twice): the poll in flight's write-back
+    tells the new subscription."""
+    await watch(store, "job_f")
+    await cycle(store)
+    [job] = await store.lease(["job_f"], "tok-a", LEASE, ROOMY)
+    leased_until = await due_at(store, "job_f")
+    await watch(store, "job_f", url="https://hooks.example.com/second")
+    assert await due_at(store, "job_f") == leased_until
+    found = await cycle(store, decisions=decisions_for([job], "tok-a", leased_until or 0.0))
+    assert found.kicked and len(set(found.kicked)) == 2  # both subscriptions hear `processing`
