@@ -74,6 +74,14 @@ async def poll_once(store: Store, job_ids: list[str], token: str = "tok-a") -> C
     return await cycle(store, decisions=decisions_for(jobs, token, found.now), max_candidates=0)
 
 
+async def watched(store: Store, count: int) -> list[str]:
+    """`count` jobs, each watched by one subscription and due now."""
+    ids = [f"job_{i}" for i in range(count)]
+    for job_id in ids:
+        await watch(store, job_id)
+    return ids
+
+
 async def due_at(store: Store, job_id: str) -> float | None:
     score: float | None = await store.redis.zscore("vr:due", job_id)
     return score
@@ -195,9 +203,7 @@ async def test_leasing_takes_at_most_the_allowance_and_a_spent_window_says_budge
     8 ids takes 5, and then (5 requests within the window) the allowance is 0 with reason
     `budget` and a wait of about the window; a further lease takes nothing."""
     budget = Budget(limit=5, window=61.0, pace=0.0625, burst=64)
-    ids = [f"job_{i}" for i in range(8)]
-    for job_id in ids:
-        await watch(store, job_id)
+    ids = await watched(store, 8)
     found = await cycle(store, budget)
     assert (found.reason, found.allowance) == ("due", 5)
 
@@ -214,9 +220,7 @@ async def test_leasing_takes_at_most_the_allowance_and_a_spent_window_says_budge
 async def test_the_allowance_is_the_room_left_in_the_window(store: Store) -> None:
     """After 3 of 5 requests, the allowance is the 2 left, whatever the burst would allow."""
     budget = Budget(limit=5, window=61.0, pace=0.0625, burst=64)
-    ids = [f"job_{i}" for i in range(6)]
-    for job_id in ids:
-        await watch(store, job_id)
+    ids = await watched(store, 6)
     assert len(await store.lease(ids[:3], "tok-1", LEASE, budget)) == 3
     assert (await cycle(store, budget)).allowance == 2
 
@@ -225,9 +229,7 @@ async def test_the_window_slides(store: Store) -> None:
     """Budget(limit=2, window=1 s): spent, it waits at most the window, then allows 2 again.
     Sleeps about 1 s."""
     budget = Budget(limit=2, window=1.0, pace=0.0625, burst=64)
-    ids = [f"job_{i}" for i in range(4)]
-    for job_id in ids:
-        await watch(store, job_id)
+    ids = await watched(store, 4)
     assert len(await store.lease(ids[:2], "tok-1", LEASE, budget)) == 2
     spent = await cycle(store, budget)
     assert spent.reason == "budget" and 0 < spent.wait <= 1.0
@@ -241,9 +243,7 @@ async def test_pacing_after_a_burst_the_next_request_waits_about_a_pace(store: S
     burst of 2, not the 5 the window has room for; once those are taken the next one waits
     about a pace (12 s), with reason `budget`."""
     budget = Budget(limit=5, window=61.0, pace=12.0, burst=2)
-    ids = [f"job_{i}" for i in range(4)]
-    for job_id in ids:
-        await watch(store, job_id)
+    ids = await watched(store, 4)
     found = await cycle(store, budget)
     assert (found.reason, found.allowance) == ("due", 2)
     assert [j.job_id for j in await store.lease(ids, "tok-1", LEASE, budget)] == ids[:2]
@@ -258,9 +258,7 @@ async def test_pacing_releases_one_request_per_pace(store: Store) -> None:
     """Budget(pace=0.5 s, burst=2): after the burst, one request is allowed once its wait
     has passed, and only one. Sleeps about 0.5 s."""
     budget = Budget(limit=100, window=61.0, pace=0.5, burst=2)
-    ids = [f"job_{i}" for i in range(4)]
-    for job_id in ids:
-        await watch(store, job_id)
+    ids = await watched(store, 4)
     assert len(await store.lease(ids, "tok-1", LEASE, budget)) == 2
     paced = await cycle(store, budget)
     assert paced.reason == "budget" and 0.3 < paced.wait <= 0.5
