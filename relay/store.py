@@ -45,6 +45,7 @@ FINISHED = P + "finished"
 RL_WINDOW = P + "rl:window"
 RL_PACE = P + "rl:pace"
 PAUSE = P + "pause"
+RL_CAP = P + "rl:cap"
 DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
 # Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
@@ -270,6 +271,11 @@ class Store:
         current = await self.redis.pttl(PAUSE)
         if current < millis:
             await self.redis.set(PAUSE, "1", px=millis)
+
+    async def cap_upstream(self, per_minute: int, seconds: float) -> bool:
+        """Varg's own per-minute limit for the key, when below ours; True when it is news."""
+        previous = await self.redis.set(RL_CAP, per_minute, ex=max(1, int(seconds)), get=True)
+        return bool(previous != str(per_minute))
 
     async def set_upstream_unauthorized(self, seconds: float) -> None:
         await self.redis.set(UPSTREAM_UNAUTHORIZED, "1", ex=max(1, int(seconds)))

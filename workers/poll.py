@@ -31,6 +31,7 @@ IDLE_WAIT_CAP = 0.25  # a new registration makes a job due at once: look again t
 WINDOW_MARGIN = 1.0  # count the budget over 61 s so a late request cannot spill into a minute
 UNAUTHORIZED_PAUSE = 30.0
 DEFAULT_429_PAUSE = 10.0
+CAP_SECONDS = 600.0  # how long Varg's X-RateLimit-Limit holds after the last response saying it
 POLICY_REFRESH = 10.0  # seconds between reloads of the learned run times
 BURST_SECONDS = 2.0  # the budget may run this far ahead of its pace (after an idle spell)
 MIN_CANDIDATES = 100  # due jobs ranked per step, at least (4 batches' worth when larger)
@@ -167,13 +168,31 @@ class Poller:
             await self.res.store.clear_upstream_unauthorized()
 
     async def _respect_rate_headers(self, results: list[PollResult]) -> None:
-        """When Varg says the key's budget is spent (the user's product shares it), wait."""
+        """Varg's `X-RateLimit-Limit` below the configured budget tightens it (its docs
+        disagree on the limit; the headers do not). When Varg says the key's budget is spent
+        (the user's product shares it), wait."""
+        limits = [limit for r in results if (limit := rate_header_limit(r.rate_headers))]
+        ours = self.res.settings.upstream_rate_limit
+        if limits and min(limits) < ours and await self.res.store.cap_upstream(
+            min(limits), CAP_SECONDS
+        ):
+            log.warning("Varg allows this key %d requests a minute (X-RateLimit-Limit); the "
+                        "budget tightens from RELAY_UPSTREAM_RATE_LIMIT=%d", min(limits), ours)
         for result in results:
             pause = rate_header_pause(result.rate_headers, time.time())
             if pause:
                 log.warning("upstream budget spent per X-RateLimit headers; pausing %.1fs", pause)
                 await self.res.store.pause_upstream(pause)
                 return
+
+
+def rate_header_limit(headers: dict[str, str]) -> int | None:
+    """`X-RateLimit-Limit` as requests per minute, when it is a positive integer."""
+    try:
+        limit = int(headers["x-ratelimit-limit"])
+    except (KeyError, ValueError):
+        return None
+    return limit if limit > 0 else None
 
 
 def rate_header_pause(headers: dict[str, str], now: float) -> float | None:

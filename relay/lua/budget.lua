@@ -3,8 +3,19 @@
 -- spreads them over the window (at most `burst` requests ahead of the pace), so the minute's
 -- budget is not spent in its first second.
 
+-- Varg's `X-RateLimit-Limit` (vr:rl:cap, set by workers/poll.py) when it is below the
+-- configured limit: the key's real limit wins, and the pace and burst shrink to match.
+local function budget_effective(limit, pace, burst)
+  local cap = tonumber(redis.call('GET', 'vr:rl:cap') or '0')
+  if cap > 0 and cap < limit then
+    return cap, pace * limit / cap, math.max(1, math.floor(burst * cap / limit))
+  end
+  return limit, pace, burst
+end
+
 -- How many requests may go now, and when one may if none: (allowance, wait).
 local function budget_allowance(window_key, pace_key, limit, window, pace, burst)
+  limit, pace, burst = budget_effective(limit, pace, burst)
   local at = redis.call('TIME')
   local clock = tonumber(at[1]) + tonumber(at[2]) / 1e6
   redis.call('ZREMRANGEBYSCORE', window_key, '-inf', clock - window)
@@ -23,7 +34,8 @@ local function budget_allowance(window_key, pace_key, limit, window, pace, burst
 end
 
 -- Record `n` requests taken now.
-local function budget_take(window_key, pace_key, n, window, pace)
+local function budget_take(window_key, pace_key, n, window, limit, pace)
+  limit, pace = budget_effective(limit, pace, 1)
   local at = redis.call('TIME')
   local clock = tonumber(at[1]) + tonumber(at[2]) / 1e6
   local tat = tonumber(redis.call('GET', pace_key) or '0')

@@ -31,5 +31,5 @@ for i = 7, #ARGV do
     for j = 1, #FIELDS do jobs[#jobs + 1] = values[j] or '' end
   end
 end
-if taken > 0 then budget_take(KEYS[2], KEYS[3], taken, window, pace) end
+if taken > 0 then budget_take(KEYS[2], KEYS[3], taken, window, tonumber(ARGV[3]), pace) end
 return jobs

@@ -470,3 +470,24 @@ async def test_a_new_subscription_leaves_a_poll_in_flight_alone(store: Store) ->
     assert await due_at(store, "job_f") == leased_until
     found = await cycle(store, decisions=decisions_for([job], "tok-a", leased_until or 0.0))
     assert found.kicked and len(set(found.kicked)) == 2  # both subscriptions hear `processing`
+
+
+async def test_varg_s_own_lower_limit_caps_the_budget(store: Store) -> None:
+    """Configured for 50 a minute, but Varg says the key allows 5: the window holds 5 and the
+    pace slows tenfold, until the cap expires."""
+    budget = Budget(limit=50, window=61.0, pace=1.2, burst=64)
+    ids = await watched(store, 8)
+    assert await store.cap_upstream(5, 60) is True
+    assert await store.cap_upstream(5, 60) is False  # not news: logged once
+    assert (await cycle(store, budget)).allowance == 5
+    assert len(await store.lease(ids, "tok-1", LEASE, budget)) == 5
+    spent = await cycle(store, budget)
+    assert (spent.reason, spent.allowance) == ("budget", 0)
+    assert 55 < spent.wait <= 61.0  # the capped window, not a 1.2 s pace
+
+
+async def test_a_cap_above_the_configured_limit_changes_nothing(store: Store) -> None:
+    budget = Budget(limit=5, window=61.0, pace=0.0625, burst=64)
+    await watched(store, 8)
+    await store.cap_upstream(500, 60)
+    assert (await cycle(store, budget)).allowance == 5

@@ -253,3 +253,24 @@ async def test_a_budget_under_60_a_minute_still_polls(sim: Sim, redis: Redis) ->
 
         await wait_until(polled, 10)
 
+
+
+async def test_varg_s_lower_limit_header_tightens_the_budget(redis: Redis) -> None:
+    """RELAY_UPSTREAM_RATE_LIMIT=600 but Varg enforces 30 a minute and says so in
+    X-RateLimit-Limit: after the first batch (the burst of 600/min: 20) the relay paces by
+    Varg's figure (2 s a request), so in 6 s it sends at most 20 + 6/2 + 1 and leaves the
+    rest of the key's minute to the user's product. Without the cap it would spend all 30 and
+    stop only on `X-RateLimit-Remaining: 0`. Bound: ~10 s."""
+    own = Sim(rate_limit=30)
+    with own.server:
+        store = Store(redis)
+        job_ids = [f"job_{i:02d}" for i in range(40)]
+        for job_id in job_ids:
+            sim_job(own.url, job_id, RUNNING)
+            await watch(store, job_id)
+        async with running_worker(relay_settings(own, 600)):
+            await asyncio.sleep(6.0)
+        stats = await own.stats()
+    assert 10 <= stats["requests"] <= 20 + 6.0 / 2 + 1, stats
+    assert stats["by_code"].get("429", 0) == 0, stats
+    assert await redis.get("vr:rl:cap") == "30"

@@ -1,10 +1,10 @@
-"""workers.poll.rate_header_pause: Varg's X-RateLimit headers saying the key's budget is spent."""
+"""workers.poll: reading Varg's X-RateLimit headers (a spent budget, the key's own limit)."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers.poll import rate_header_pause
+from workers.poll import rate_header_limit, rate_header_pause
 
 NOW = 1_771_000_000.0
 
@@ -49,3 +49,15 @@ def test_missing_headers_no_pause() -> None:
 @pytest.mark.parametrize(("remaining", "reset"), [("none", "30"), ("0", "soon"), ("", "30")])
 def test_garbage_headers_no_pause(remaining: str, reset: str) -> None:
     assert rate_header_pause(headers(remaining, reset), NOW) is None
+
+
+@pytest.mark.parametrize(("headers", "limit"), [
+    ({"x-ratelimit-limit": "100"}, 100),
+    ({"x-ratelimit-limit": "10", "x-ratelimit-remaining": "3"}, 10),
+    ({}, None),
+    ({"x-ratelimit-limit": "0"}, None),
+    ({"x-ratelimit-limit": "-5"}, None),
+    ({"x-ratelimit-limit": "lots"}, None),
+])
+def test_rate_header_limit(headers: dict[str, str], limit: int | None) -> None:
+    assert rate_header_limit(headers) == limit
