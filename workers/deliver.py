@@ -28,12 +28,14 @@ def job_timeout(delivery_timeout: float) -> float:
     return 2 * delivery_timeout + 2 * MARGIN
 
 
-async def kick(redis: ArqRedis, sid: str, defer: float = 0.0) -> None:
-    """Start the subscription's chain unless one is queued or running (arq drops the duplicate)."""
-    await redis.enqueue_job(
+async def kick(redis: ArqRedis, sid: str, defer: float = 0.0) -> bool:
+    """Start the subscription's chain unless one is queued or running (arq drops the duplicate);
+    whether a chain was queued."""
+    job = await redis.enqueue_job(
         "deliver", sid, _job_id=f"deliver:{sid}", _queue_name=DELIVERY_QUEUE,
         _defer_by=defer if defer > 0 else None,
     )
+    return job is not None
 
 
 async def deliver(ctx: dict[str, Any], sid: str) -> None:

@@ -36,7 +36,29 @@ POLICY_REFRESH = 10.0  # seconds between reloads of the learned run times
 BURST_SECONDS = 2.0  # the budget may run this far ahead of its pace (after an idle spell)
 MIN_CANDIDATES = 100  # due jobs ranked per step, at least (4 batches' worth when larger)
 
-Kick = Callable[[str], Awaitable[None]]
+RECHECK_SECONDS = 1.0  # when a kick found a chain already running: kick once more after this
+
+Kick = Callable[[str], Awaitable[bool]]  # start a subscription's delivery chain; was one queued
+
+
+class Rechecks:
+    """Subscriptions to kick once more. A kick is dropped while the subscription's chain is
+    queued or running; that chain delivers the new event, unless it was just finishing (it
+    had found its outbox empty). Kicking again a moment later starts a new chain in that
+    case, instead of leaving the event to the sweeper (up to 5 s)."""
+
+    def __init__(self, delay: float = RECHECK_SECONDS) -> None:
+        self.delay = delay
+        self._at: dict[str, float] = {}
+
+    def add(self, sid: str, now: float) -> None:
+        self._at.setdefault(sid, now + self.delay)
+
+    def due(self, now: float) -> list[str]:
+        ready = [sid for sid, at in self._at.items() if at <= now]
+        for sid in ready:
+            del self._at[sid]
+        return ready
 
 
 class Poller:
@@ -55,6 +77,7 @@ class Poller:
         self._pending: list[dict[str, Any]] = []
         self._token = secrets.token_hex(8)
         self._policy_at = -math.inf
+        self._rechecks = Rechecks()
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -121,6 +144,9 @@ class Poller:
             self._pending = decisions + self._pending
             raise
         for sid in dict.fromkeys(found.kicked):
+            if not await self.kick(sid):
+                self._rechecks.add(sid, time.monotonic())
+        for sid in self._rechecks.due(time.monotonic()):
             await self.kick(sid)
         return found
 

@@ -37,10 +37,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     res = open_resources(settings, ctx.get("transport"))
     arq = ctx["redis"]
 
-    async def kick_chain(sid: str) -> None:
-        await kick(arq, sid)
-        if "wake" in ctx:  # ResilientWorker: start it now, not at the next look at the queue
+    async def kick_chain(sid: str) -> bool:
+        queued = await kick(arq, sid)
+        if queued and "wake" in ctx:  # ResilientWorker: start it now, not at its next look
             ctx["wake"]()
+        return queued
 
     poller = Poller(res, kick_chain)
     ctx["resources"], ctx["poller"] = res, poller

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.poll import rate_header_limit, rate_header_pause
+from workers.poll import Rechecks, rate_header_limit, rate_header_pause
 
 NOW = 1_771_000_000.0
 
@@ -61,3 +61,14 @@ def test_garbage_headers_no_pause(remaining: str, reset: str) -> None:
 ])
 def test_rate_header_limit(headers: dict[str, str], limit: int | None) -> None:
     assert rate_header_limit(headers) == limit
+
+
+def test_a_dropped_kick_is_tried_once_more_after_the_delay() -> None:
+    rechecks = Rechecks(delay=1.0)
+    rechecks.add("sub_a", now=10.0)
+    rechecks.add("sub_a", now=10.5)  # a second drop does not push the retry out
+    rechecks.add("sub_b", now=10.6)
+    assert rechecks.due(10.9) == []
+    assert rechecks.due(11.0) == ["sub_a"]
+    assert rechecks.due(11.0) == []  # once
+    assert rechecks.due(12.0) == ["sub_b"]
