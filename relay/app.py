@@ -76,19 +76,21 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    await refresh_gauges(state(request).store)
+    await refresh_gauges(state(request).store, state(request).settings.upstream_rate_limit)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-async def refresh_gauges(store: Store) -> None:
+async def refresh_gauges(store: Store, budget: int) -> None:
     """Deployment-wide gauges are read from Redis when scraped, so any API instance is right."""
     try:
         now = time.time()
         total, due = await store.due_counts(now)
         _, overdue = await store.due_counts(now - 10)
         pending = len(await store.pending_outboxes())
+        cap = await store.upstream_cap()
     except Exception:
         return
+    metrics.BUDGET.set(min(budget, cap or budget))
     metrics.WATCHES.set(total)
     metrics.DUE.set(due)
     metrics.OVERDUE.set(overdue)

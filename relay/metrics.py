@@ -26,8 +26,13 @@ CHANGE_TO_DELIVERY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
 )
 WATCHES = Gauge("relay_watches", "Jobs being watched")
-DUE = Gauge("relay_watches_due", "Watched jobs whose poll time has passed")
-OVERDUE = Gauge("relay_watches_overdue", "Watched jobs more than 10 s past their poll time")
+DUE = Gauge("relay_watches_due", "Watched jobs worth polling now, waiting for the budget")
+OVERDUE = Gauge("relay_watches_overdue", "Watched jobs worth polling for more than 10 s")
+BUDGET = Gauge(
+    "relay_upstream_budget_per_minute",
+    "Upstream requests a minute the workers share: RELAY_UPSTREAM_RATE_LIMIT, or Varg's lower"
+    " X-RateLimit-Limit",
+)
 PENDING = Gauge("relay_subscriptions_pending", "Subscriptions with undelivered events")
 RATE_LIMIT_WAITS = Counter(
     "relay_rate_limit_waits_total", "Times a worker waited for the upstream budget", ["reason"]

@@ -277,6 +277,11 @@ class Store:
         previous = await self.redis.set(RL_CAP, per_minute, ex=max(1, int(seconds)), get=True)
         return bool(previous != str(per_minute))
 
+    async def upstream_cap(self) -> int | None:
+        """Varg's per-minute limit for the key, while a worker has lately seen it below ours."""
+        cap = await self.redis.get(RL_CAP)
+        return int(cap) if cap else None
+
     async def set_upstream_unauthorized(self, seconds: float) -> None:
         await self.redis.set(UPSTREAM_UNAUTHORIZED, "1", ex=max(1, int(seconds)))
 

@@ -945,3 +945,18 @@ async def test_metrics_is_prometheus_text(api: httpx.AsyncClient) -> None:
             name_and_labels, _, value = line.rpartition(" ")
             assert re.match(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})?$", name_and_labels), line
             float(value)
+
+
+async def test_metrics_show_the_budget_and_varg_s_lower_cap(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    """The configured budget (6000/min in tests), then Varg's lower X-RateLimit-Limit once a
+    worker has recorded it."""
+    def budget(text: str) -> float:
+        found = re.search(r"^relay_upstream_budget_per_minute (\S+)$", text, re.MULTILINE)
+        assert found, text
+        return float(found.group(1))
+
+    assert budget((await api.get("/metrics")).text) == 6000
+    await Store(redis).cap_upstream(100, 60)
+    assert budget((await api.get("/metrics")).text) == 100
