@@ -13,7 +13,8 @@ local function budget_effective(limit, pace, burst)
   return limit, pace, burst
 end
 
--- How many requests may go now, and when one may if none: (allowance, wait).
+-- How many requests may go now, when one may if none, and the pace in force (for
+-- budget_take): (allowance, wait, pace).
 local function budget_allowance(window_key, pace_key, limit, window, pace, burst)
   limit, pace, burst = budget_effective(limit, pace, burst)
   local at = redis.call('TIME')
@@ -25,17 +26,16 @@ local function budget_allowance(window_key, pace_key, limit, window, pace, burst
   -- above that, or an unused budget could allow burst - 1 (and 0 when the burst is 1).
   local paced = burst + math.floor((clock - math.max(tat, clock)) / pace + 1e-4)
   local n = math.min(room, paced)
-  if n > 0 then return n, 0 end
+  if n > 0 then return n, 0, pace end
   if room <= 0 then
     local oldest = redis.call('ZRANGE', window_key, 0, 0, 'WITHSCORES')
-    return 0, math.max(0.01, tonumber(oldest[2]) + window - clock)
+    return 0, math.max(0.01, tonumber(oldest[2]) + window - clock), pace
   end
-  return 0, math.max(0.01, tat - (clock + (burst - 1) * pace))
+  return 0, math.max(0.01, tat - (clock + (burst - 1) * pace)), pace
 end
 
--- Record `n` requests taken now.
-local function budget_take(window_key, pace_key, n, window, limit, pace)
-  limit, pace = budget_effective(limit, pace, 1)
+-- Record `n` requests taken now, at the pace budget_allowance said is in force.
+local function budget_take(window_key, pace_key, n, window, pace)
   local at = redis.call('TIME')
   local clock = tonumber(at[1]) + tonumber(at[2]) / 1e6
   local tat = tonumber(redis.call('GET', pace_key) or '0')

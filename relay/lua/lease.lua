@@ -11,12 +11,12 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local FIELDS = {'status', 'model', 'created_at', 'started_at', 'deadline', 'first_404',
   'failures', 'polls', 'last_polled_at'}
 local token, lease = ARGV[1], tonumber(ARGV[2])
-local window, pace = tonumber(ARGV[4]), tonumber(ARGV[5])
-local allowance = budget_allowance(KEYS[2], KEYS[3], tonumber(ARGV[3]), window, pace,
-  tonumber(ARGV[6]))
+local window = tonumber(ARGV[4])
 local jobs, taken = {}, 0
 -- A 429 may have paused every worker since this one named its candidates.
 if redis.call('PTTL', KEYS[4]) > 0 then return jobs end
+local allowance, _, pace = budget_allowance(KEYS[2], KEYS[3], tonumber(ARGV[3]), window,
+  tonumber(ARGV[5]), tonumber(ARGV[6]))
 for i = 7, #ARGV do
   if taken >= allowance then break end
   local job_id = ARGV[i]
@@ -31,5 +31,5 @@ for i = 7, #ARGV do
     for j = 1, #FIELDS do jobs[#jobs + 1] = values[j] or '' end
   end
 end
-if taken > 0 then budget_take(KEYS[2], KEYS[3], taken, window, tonumber(ARGV[3]), pace) end
+if taken > 0 then budget_take(KEYS[2], KEYS[3], taken, window, pace) end
 return jobs
