@@ -9,10 +9,9 @@ from typing import Any
 from redis.asyncio import Redis
 
 from bench.plan import Plan
-from bench.relay_run import relay_env, reset_redis, subscribe_all
+from bench.relay_run import subscribe_all
 from bench.servers import receiver, simulator
-from bench.throughput import NEVER_CHANGES, UNLIMITED, create_sim_jobs, received_all
-from config import load_settings
+from bench.throughput import jobs_that_never_change, received_all
 from relay.store import Store
 from workers.settings import running_worker
 
@@ -69,11 +68,7 @@ async def footprint(plan: Plan, path: str = "/f") -> dict[str, Any]:
     ids = [f"fp-{i:05d}" for i in range(n)]
     redis = Redis.from_url(plan.redis_url, decode_responses=True)
     with simulator(None) as sim, receiver() as hooks:
-        await reset_redis(redis)
-        await create_sim_jobs(sim.url, ids, NEVER_CHANGES)
-        settings = load_settings(relay_env(
-            sim.url, plan.redis_url, int(UNLIMITED), 1.0,
-            RELAY_POLL_MIN_INTERVAL="1h", RELAY_POLL_MAX_INTERVAL="1h"))
+        settings = await jobs_that_never_change(redis, sim.url, plan.redis_url, ids, "1h")
         before = await used_memory(redis)
         await subscribe_all(Store(redis), settings, hooks.url + path, ids)
         fresh_delta = await used_memory(redis) - before

@@ -16,7 +16,7 @@ from bench.plan import Plan
 from bench.redis_probe import monitor_db, round_trips
 from bench.relay_run import relay_env, reset_redis, subscribe_all
 from bench.servers import SIM_KEY, arrivals, receiver, reset_receiver, simulator
-from config import load_settings
+from config import Settings, load_settings
 from relay.store import Store
 from relay.varg import DEFAULT_LIMITS
 from workers.settings import running_worker
@@ -31,6 +31,17 @@ async def create_sim_jobs(sim_url: str, ids: list[str], timeline: list[dict[str,
         for job_id in ids:
             body = {"job_id": job_id, "model": "fal:flux-schnell", "timeline": timeline}
             (await client.post("/_sim/jobs", json=body)).raise_for_status()
+
+
+async def jobs_that_never_change(redis: Redis, sim_url: str, redis_url: str, ids: list[str],
+                                  interval: str) -> Settings:
+    """A fresh DB, `ids` queued forever in the simulator, and relay settings with no budget
+    that poll each job every `interval`."""
+    await reset_redis(redis)
+    await create_sim_jobs(sim_url, ids, NEVER_CHANGES)
+    return load_settings(relay_env(sim_url, redis_url, int(UNLIMITED), 1.0,
+                                   RELAY_POLL_MIN_INTERVAL=interval,
+                                   RELAY_POLL_MAX_INTERVAL=interval))
 
 
 async def sim_requests(sim_url: str) -> int:
@@ -102,11 +113,7 @@ async def poll_throughput(plan: Plan) -> dict[str, Any]:
     ids = [f"tp-poll-{i:05d}" for i in range(plan.poll_jobs)]
     redis = Redis.from_url(plan.redis_url, decode_responses=True)
     with simulator(None) as sim, receiver() as hooks:
-        await reset_redis(redis)
-        await create_sim_jobs(sim.url, ids, NEVER_CHANGES)
-        settings = load_settings(relay_env(
-            sim.url, plan.redis_url, int(UNLIMITED), 1.0,
-            RELAY_POLL_MIN_INTERVAL="1ms", RELAY_POLL_MAX_INTERVAL="1ms"))
+        settings = await jobs_that_never_change(redis, sim.url, plan.redis_url, ids, "1ms")
         await subscribe_all(Store(redis), settings, hooks.url + "/p", ids)
         async with running_worker(settings):
             await received_all(hooks.url, len(ids), 30)  # the first events are delivered
