@@ -50,8 +50,9 @@ DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
 # Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
 SPILLED = ("url", "metadata")
-# What a lease returns per job (lease.lua's FIELDS). The job JSON lives in job:{job}: the
-# write-back reads it itself when a decision carries none (a 404 past the grace, an expiry).
+# The watch fields a lease returns per job, and a candidate comes with; the scripts are given
+# these names. The job JSON lives in job:{job}: the write-back reads it itself when a decision
+# carries none (a 404 past the grace, an expiry).
 WATCH_FIELDS = (
     "status", "model", "created_at", "started_at", "deadline", "first_404",
     "failures", "polls", "last_polled_at",
@@ -245,7 +246,7 @@ class Store:
         """Write back the last batch's decisions and name the due jobs: one round trip."""
         keys = [DUE, OUTBOXES, RL_WINDOW, RL_PACE, PAUSE, DURATIONS]
         args = [json.dumps(decisions) if decisions else "[]", retention, max_candidates,
-                *budget.args()]
+                *budget.args(), *CANDIDATE_FIELDS]
         raw: list[str] = await self._poll(keys=keys, args=args)  # type: ignore[arg-type]
         jobs = _rows(raw[5:], CANDIDATE_FIELDS)
         return Candidates(float(raw[0]), float(raw[1]), int(raw[2]), json.loads(raw[3]), raw[4],
@@ -257,7 +258,7 @@ class Store:
         if not job_ids:
             return []
         keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
-        args = [token, lease_s, *budget.args(), *job_ids]
+        args = [token, lease_s, *budget.args(), len(WATCH_FIELDS), *WATCH_FIELDS, *job_ids]
         raw: list[str] = await self._lease(keys=keys, args=args)  # type: ignore[arg-type]
         return _rows(raw, WATCH_FIELDS)
 

@@ -4,12 +4,12 @@
 -- dies the job becomes due again by itself.
 --
 -- KEYS: due, window log, pacing key, pause key
--- ARGV: token, lease_seconds, limit, window, pace, burst, job_id...
+-- ARGV: token, lease_seconds, limit, window, pace, burst, field count, field..., job_id...
+--       (the watch fields each leased job comes with: relay/store.py WATCH_FIELDS)
 -- Returns: {job_id, fields..., job_id, fields...}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local FIELDS = {'status', 'model', 'created_at', 'started_at', 'deadline', 'first_404',
-  'failures', 'polls', 'last_polled_at'}
+local FIELDS = {unpack(ARGV, 8, 7 + tonumber(ARGV[7]))}
 local token, lease = ARGV[1], tonumber(ARGV[2])
 local window = tonumber(ARGV[4])
 local jobs, taken = {}, 0
@@ -17,7 +17,7 @@ local jobs, taken = {}, 0
 if redis.call('PTTL', KEYS[4]) > 0 then return jobs end
 local allowance, _, pace = budget_allowance(KEYS[2], KEYS[3], tonumber(ARGV[3]), window,
   tonumber(ARGV[5]), tonumber(ARGV[6]))
-for i = 7, #ARGV do
+for i = 8 + #FIELDS, #ARGV do
   if taken >= allowance then break end
   local job_id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], job_id)

@@ -10,7 +10,8 @@
 -- (budget.lua). Nothing is leased here: the worker ranks, then lease.lua takes the best.
 --
 -- KEYS: due, outboxes, window log, pacing key, pause key, durations
--- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst
+-- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst, field...
+--       (the watch fields each candidate comes with: relay/store.py CANDIDATE_FIELDS)
 -- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
 --            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
 --            (a status with a null job is announced with the job as last seen)
@@ -141,8 +142,7 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
 end
 
 -- ---------------------------------------------------------------- candidates
-local FIELDS = {'status', 'model', 'created_at', 'started_at', 'last_polled_at', 'polls',
-  'first_404', 'failures', 'urgent'}
+local FIELDS = {unpack(ARGV, 8)}
 local max_candidates = tonumber(ARGV[3])
 local kicked_json = '[]'
 if #kicked > 0 then kicked_json = cjson.encode(kicked) end
