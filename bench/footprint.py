@@ -12,8 +12,8 @@ from bench.plan import Plan
 from bench.relay_run import subscribe_all
 from bench.servers import receiver, simulator
 from bench.throughput import jobs_that_never_change, received_all
-from relay.store import Store
-from workers.settings import running_worker
+from relay.store.store import Store
+from relay.worker import running_worker
 
 # Keys that exist because a job is watched for one subscription (shared zsets included).
 WATCH_KEYS = ("vr:watch:", "vr:job:", "vr:sub:", "vr:jobsubs:", "vr:owner:", "vr:due")

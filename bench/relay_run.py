@@ -13,11 +13,11 @@ from bench.replay import play, sim_view
 from bench.servers import SIM_KEY, Arrivals, arrivals, receiver, simulator
 from bench.workload import JobSpec, Schedule
 from config import Settings, load_settings
+from relay.delivery.signing import new_secret
 from relay.events import ALL_EVENTS
 from relay.ids import new_id
-from relay.signing import new_secret
-from relay.store import DURATIONS, Store
-from workers.settings import running_worker
+from relay.store.store import DURATIONS, Store
+from relay.worker import running_worker
 
 OWNER = hashlib.sha256(b"tok_bench").hexdigest()[:32]  # as relay.api.owner_of derives it
 EVENTS = [str(e) for e in ALL_EVENTS]

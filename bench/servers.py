@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import relay.simulator
-from relay.redis_server import free_port
-from relay.simulator import create_simulator
+import relay.devtools.simulator
+from relay.devtools.redis_server import free_port
+from relay.devtools.simulator import create_simulator
 
 SIM_KEY = "varg_bench_key"
 

@@ -17,9 +17,9 @@ from bench.redis_probe import monitor_db, round_trips
 from bench.relay_run import relay_env, reset_redis, subscribe_all
 from bench.servers import SIM_KEY, arrivals, receiver, reset_receiver, simulator
 from config import Settings, load_settings
-from relay.store import Store
-from relay.varg import DEFAULT_LIMITS
-from workers.settings import running_worker
+from relay.store.store import Store
+from relay.upstream.client import DEFAULT_LIMITS
+from relay.worker import running_worker
 
 UNLIMITED = "100000000"  # requests per minute: the budget never binds
 NEVER_CHANGES = [{"status": "queued", "after": 0.0}]

@@ -18,11 +18,11 @@ from starlette.routing import Route
 
 from config import Settings
 from relay import metrics
-from relay.api import routes, state
+from relay.api.openapi import openapi_document
+from relay.api.routes import routes, state
+from relay.api.state import AppState
 from relay.errors import InternalError, NotFoundError, RelayError, ValidationError
-from relay.openapi import openapi_document
-from relay.state import AppState
-from relay.store import Store
+from relay.store.store import Store
 
 log = logging.getLogger("relay.api")
 

@@ -54,14 +54,14 @@ def settings_for(*required: str) -> Settings:
 
 def run_api(args: argparse.Namespace) -> None:
     from relay.app import create_app
-    from relay.servers import http_server
+    from relay.devtools.servers import http_server
 
     settings = settings_for("api_tokens")
     asyncio.run(_serve_until_signal(http_server(create_app(settings), args.host, args.port)))
 
 
 async def _serve_until_signal(server: object) -> None:
-    from relay.servers import QuietServer, stop_event
+    from relay.devtools.servers import QuietServer, stop_event
 
     assert isinstance(server, QuietServer)
     stop = stop_event()
@@ -72,14 +72,14 @@ async def _serve_until_signal(server: object) -> None:
 
 
 def run_worker(args: argparse.Namespace) -> None:
-    from workers.settings import ResilientWorker, worker_options
+    from relay.worker import ResilientWorker, worker_options
 
     settings = settings_for("signing_secrets", "varg_api_key")
     ResilientWorker(**worker_options(settings)).run()
 
 
 def run_dev(args: argparse.Namespace) -> None:
-    from relay.dev import run_dev as dev
+    from relay.devtools.dev import run_dev as dev
 
     try:
         asyncio.run(dev(args.host, args.port, args.sim_port))
@@ -88,8 +88,8 @@ def run_dev(args: argparse.Namespace) -> None:
 
 
 def run_simulate(args: argparse.Namespace) -> None:
-    from relay.servers import http_server
-    from relay.simulator import create_simulator
+    from relay.devtools.servers import http_server
+    from relay.devtools.simulator import create_simulator
 
     configure_logging("INFO", "auto")
     app = create_simulator(api_key=os.environ.get("VARG_API_KEY") or "varg_sim",

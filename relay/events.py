@@ -58,7 +58,7 @@ def is_terminal(status: str) -> bool:
 # A subscription stores its event types as one letter each, in the order given, so that the
 # hash holding it stays in Redis's compact encoding (a JSON list of eight types is 140 bytes;
 # hash values past 64 bytes convert the whole hash). The API shows the list back as given.
-# relay/lua/poll.lua holds the same table (tests/relay/test_events.py checks they agree).
+# relay/store/lua/poll.lua holds the same table (tests/relay/test_events.py checks they agree).
 EVENT_CODES: dict[str, str] = {
     EventType.queued: "q",
     EventType.processing: "p",

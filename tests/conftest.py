@@ -25,9 +25,9 @@ from starlette.routing import Route
 
 from config import Settings, load_settings
 from relay.app import create_app
-from relay.redis_server import free_port
-from relay.simulator import create_simulator
-from workers.settings import running_worker
+from relay.devtools.redis_server import free_port
+from relay.devtools.simulator import create_simulator
+from relay.worker import running_worker
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

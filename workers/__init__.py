@@ -1,4 +1,4 @@
-"""Workers: the poll loop, the delivery chains and the sweeper, run by arq."""
+"""arq entry points; the worker itself is `relay/worker.py`."""
 
 from typing import Any
 
@@ -6,10 +6,7 @@ from typing import Any
 def __getattr__(name: str) -> Any:
     # `arq workers.WorkerSettings` reads the environment here, when asked, not at import.
     if name == "WorkerSettings":
-        import os
+        from workers import settings
 
-        from config import load_settings
-        from workers.settings import build_worker_settings
-
-        return build_worker_settings(load_settings(os.environ))
+        return settings.WorkerSettings
     raise AttributeError(name)

@@ -20,10 +20,10 @@ import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError
 
-from relay.redis_server import free_port
+from relay.devtools.redis_server import free_port
+from relay.upstream.poller import LEASE_SECONDS
 from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, sim_job
 from tests.e2e.processes import Process, start_api, start_worker
-from workers.poll import LEASE_SECONDS
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from config import Settings
 from relay.app import create_app
-from relay.store import Store
+from relay.store.store import Store
 from tests.conftest import (
     OTHER_TOKEN,
     TOKEN,
@@ -277,7 +277,7 @@ async def test_url_of_exactly_2048_characters_is_accepted(api: httpx.AsyncClient
 
 
 async def test_long_url_and_metadata_read_back_everywhere(api: httpx.AsyncClient) -> None:
-    # Long values are stored apart from the subscription hash (relay/store.py); no view shows it.
+    # Long values are stored apart from the subscription hash (relay/store); no view shows it.
     url, metadata = HOOK + "/" + "u" * 100, {"blob": "m" * 4000}
     sub = await create(api, job_id="job_long", url=url, metadata=metadata)
     assert (sub["url"], sub["metadata"]) == (url, metadata)

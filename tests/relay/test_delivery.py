@@ -7,8 +7,8 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from relay.delivery import webhook_headers
-from relay.signing import signature_header
+from relay.delivery.send import webhook_headers
+from relay.delivery.signing import signature_header
 from relay.version import VERSION
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

@@ -23,11 +23,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from relay import urls
-from relay.delivery import RESPONSE_BODY_CAP, Attempt, send
-from relay.urls import parse_host_ip
+from relay.delivery import urls
+from relay.delivery.chain import classify
+from relay.delivery.send import RESPONSE_BODY_CAP, Attempt, send
+from relay.delivery.urls import parse_host_ip
 from tests.conftest import SECRET, ServerThread, eventually
-from workers.deliver import classify
 
 BIG = 5 * 1024 * 1024
 CHUNK = 64 * 1024

@@ -86,7 +86,7 @@ def test_events_round_trip_through_letters_in_their_order() -> None:
 
 
 def test_the_poll_script_uses_the_same_letters() -> None:
-    script = resources.files("relay").joinpath("lua/poll.lua").read_text()
+    script = resources.files("relay.store").joinpath("lua/poll.lua").read_text()
     table = re.search(r"local EVENT_CODES = \{(.*?)\}", script, re.S)
     assert table is not None
     in_lua = dict(re.findall(r"\['([a-z._]+)'\] = '(\w)'", table.group(1)))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
+from relay.api.validation import cursor
 from relay.ids import new_id
-from relay.validation import cursor
 
 ID = re.compile(r"sub_[0-9A-HJKMNP-TV-Z]{26}")
 

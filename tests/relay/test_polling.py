@@ -1,4 +1,4 @@
-"""relay.polling: the write-back decided after one poll, without Redis or HTTP."""
+"""relay.upstream.policy: the write-back decided after one poll, without Redis or HTTP."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from relay.polling import (
+from relay.upstream.client import Outcome, PollResult
+from relay.upstream.policy import (
     ERROR_BACKOFF_CAP,
     FIRST_LOOK,
     OVERDUE,
@@ -23,8 +24,7 @@ from relay.polling import (
     poll_value,
     rank,
 )
-from relay.schedule import Limits, PollPolicy, bucket_of
-from relay.varg import Outcome, PollResult
+from relay.upstream.runtimes import Limits, PollPolicy, bucket_of
 
 LIMITS = Limits(not_found_grace=60.0, min_interval=1.0, max_interval=60.0)
 POLICY = PollPolicy()

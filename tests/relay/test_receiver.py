@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay.delivery import webhook_headers
+from relay.delivery.send import webhook_headers
+from relay.delivery.signing import new_secret, signature_header
 from relay.receiver import (
     Event,
     InvalidWebhook,
@@ -27,7 +28,6 @@ from relay.receiver import (
     RedisSeen,
     WebhookReceiver,
 )
-from relay.signing import new_secret, signature_header
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"

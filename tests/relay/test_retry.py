@@ -1,4 +1,4 @@
-"""relay.retry: the delivery retry delay (jitter, floor, Retry-After) and Retry-After parsing."""
+"""relay.delivery.retry: the retry delay (jitter, floor, Retry-After) and Retry-After parsing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from relay.retry import (
+from relay.delivery.retry import (
     JITTER,
     OVERLOAD_FLOOR,
     RETRY_AFTER_CAP,

@@ -1,10 +1,10 @@
-"""relay.schedule: model kinds, and poll delays that grow with a job's age within the limits."""
+"""relay.upstream.runtimes: model kinds, and poll delays that grow with a job's age."""
 
 from __future__ import annotations
 
 import pytest
 
-from relay.schedule import (
+from relay.upstream.runtimes import (
     BUCKETS,
     DEFAULT_PRIOR,
     FIRST_LOOK_WEIGHT,

@@ -34,8 +34,8 @@ from schemathesis.specs.openapi.checks import (
 from starlette.routing import Route
 
 from config import Settings
+from relay.api.openapi import openapi_document
 from relay.app import create_app
-from relay.openapi import openapi_document
 from tests.conftest import REDIS_URL, TOKEN, Receiver, running_worker, sim_job
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -34,9 +34,9 @@ from starlette.routing import Route
 from config import Settings, load_settings
 from config.settings import SettingsError
 from relay.app import create_app
+from relay.delivery.signing import new_secret
 from relay.logs import JsonFormatter, Redact, configure_logging
-from relay.signing import new_secret
-from relay.store import Store
+from relay.store.store import Store
 from tests.conftest import (
     REDIS_URL,
     SECRET,

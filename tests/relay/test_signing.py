@@ -1,4 +1,4 @@
-"""relay.signing: Standard Webhooks signatures, checked against the library receivers use."""
+"""relay.delivery.signing: Standard Webhooks signatures, checked with the receivers' library."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from relay.signing import new_secret, signature, signature_header
+from relay.delivery.signing import new_secret, signature, signature_header
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-key-of-32-bytes-length!!").decode()

@@ -1,4 +1,4 @@
-"""Tests for the local Varg API simulator (relay.simulator)."""
+"""Tests for the local Varg API simulator (relay.devtools.simulator)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from relay.simulator import Step, create_simulator, status_at, visible_changes
+from relay.devtools.simulator import Step, create_simulator, status_at, visible_changes
 
 T0 = 1_760_000_000.0
 KEY = "varg_sim"

@@ -15,10 +15,10 @@ from redis.asyncio import Redis
 
 from relay.events import ALL_EVENTS
 from relay.ids import new_id
-from relay.polling import decide
-from relay.schedule import Limits, PollPolicy
-from relay.store import Budget, Store
-from relay.varg import Outcome, PollResult
+from relay.store.store import Budget, Store
+from relay.upstream.client import Outcome, PollResult
+from relay.upstream.policy import decide
+from relay.upstream.runtimes import Limits, PollPolicy
 
 OWNER = "0123456789abcdef0123456789abcdef"  # as api.owner_of makes them
 URL = "https://hooks.example.com/varg"

@@ -18,11 +18,11 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.ids import new_id
-from relay.polling import FIRST_LOOK, decide, poll_value
-from relay.schedule import Limits, PollPolicy
-from relay.store import CANDIDATE_FIELDS, WATCH_FIELDS, Budget, Candidates, LeasedJob, Store
-from relay.varg import Outcome, PollResult
-from workers.poll import BURST_SECONDS, WINDOW_MARGIN
+from relay.store.store import CANDIDATE_FIELDS, WATCH_FIELDS, Budget, Candidates, LeasedJob, Store
+from relay.upstream.client import Outcome, PollResult
+from relay.upstream.policy import FIRST_LOOK, decide, poll_value
+from relay.upstream.poller import BURST_SECONDS, WINDOW_MARGIN
+from relay.upstream.runtimes import Limits, PollPolicy
 
 OWNER = "0123456789abcdef0123456789abcdef"
 URL = "https://hooks.example.com/varg"
@@ -270,7 +270,7 @@ async def test_pacing_releases_one_request_per_pace(store: Store) -> None:
 
 @pytest.mark.parametrize("limit", [30, 45, 60, 100, 120])
 async def test_an_unused_budget_allows_its_whole_burst(store: Store, limit: int) -> None:
-    """The budget a worker builds from RELAY_UPSTREAM_RATE_LIMIT=limit (workers/poll.py:
+    """The budget a worker builds from RELAY_UPSTREAM_RATE_LIMIT=limit (relay/upstream/poller.py:
     pace 60/limit, burst max(1, limit*2/60)), never used: the allowance is the whole burst.
 
     Fails today for limits whose pace is not an exact binary fraction (45, 100; also 7, 13,

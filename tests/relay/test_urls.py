@@ -1,4 +1,4 @@
-"""Tests for relay.urls: callback URL syntax, forbidden addresses, DNS checks and pinning.
+"""Tests for relay.delivery.urls: callback URL syntax, forbidden addresses, DNS checks and pinning.
 
 No test sends traffic anywhere but loopback: an autouse fixture replaces the event loop's
 ``getaddrinfo`` so that only ``localhost`` reaches the real resolver (answered from /etc/hosts);
@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from relay import urls
-from relay.urls import (
+from relay.delivery import urls
+from relay.delivery.urls import (
     UnsafeURL,
     check_callback_url,
     is_forbidden_host,

@@ -1,4 +1,4 @@
-"""relay.validation: the input rules of contract section 4, each failing on the right field."""
+"""relay.api.validation: the input rules of contract section 4, each failing on the right field."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from relay.errors import ValidationError
-from relay.events import ALL_EVENTS
-from relay.validation import (
+from relay.api.validation import (
     METADATA_MAX_BYTES,
     PAGE_DEFAULT,
     PAGE_MAX,
@@ -23,6 +21,8 @@ from relay.validation import (
     page_limit,
     parse_body,
 )
+from relay.errors import ValidationError
+from relay.events import ALL_EVENTS
 
 URL = "https://example.com/hooks/varg"
 

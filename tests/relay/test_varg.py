@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.varg import Outcome, PollResult, VargClient
+from relay.upstream.client import Outcome, PollResult, VargClient
 
 Handler = Callable[[httpx.Request], httpx.Response]
 JOB = {"job_id": "job_1", "status": "completed", "model": "fal:kling-v2.5",

@@ -21,12 +21,12 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from config import Settings, load_settings
+from relay.devtools.simulator import SimJob, Step, create_simulator
 from relay.ids import new_id
-from relay.simulator import SimJob, Step, create_simulator
-from relay.store import Store
+from relay.store.store import Store
+from relay.upstream.poller import BURST_SECONDS
+from relay.worker import running_worker
 from tests.conftest import SIM_KEY, ServerThread, env_for, sim_job
-from workers.poll import BURST_SECONDS
-from workers.settings import running_worker
 
 OWNER = "0123456789abcdef0123456789abcdef"
 HOOK = "http://127.0.0.1:9/never-called"
@@ -109,7 +109,7 @@ async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     """Four workers, 30 jobs that never finish and always want polling (intervals 100-500 ms),
     RELAY_UPSTREAM_RATE_LIMIT=60 and Varg enforcing the same 60/min, for 7 s: all workers
     together send at most burst + elapsed/pace + 1 requests (pace 1 s, burst 2, as
-    workers/poll.py computes them), yet do poll (3 or more), get no 429, and no job is polled
+    the poller computes them), yet do poll (3 or more), get no 429, and no job is polled
     twice (the workers never lease the same job, and the job waiting longest goes first).
     Bound: ~12 s."""
     limit, workers, run_for = 60, 4, 7.0

@@ -1,12 +1,12 @@
-"""workers.deliver: what one attempt's result means for the delivery, and the arq job timeout."""
+"""relay.delivery.chain: what an attempt's result means for the delivery; the arq job timeout."""
 
 from __future__ import annotations
 
 import pytest
 
-from relay.delivery import Attempt
-from relay.retry import JITTER, OVERLOAD_FLOOR
-from workers.deliver import MARGIN, classify, job_timeout
+from relay.delivery.chain import MARGIN, classify, job_timeout
+from relay.delivery.retry import JITTER, OVERLOAD_FLOOR
+from relay.delivery.send import Attempt
 
 SCHEDULE = (5.0, 300.0)
 

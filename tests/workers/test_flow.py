@@ -8,8 +8,8 @@ import httpx
 from arq.worker import Worker
 
 from config import Settings
+from relay.worker import running_worker
 from tests.conftest import Receiver, eventually, sim_job
-from workers.settings import running_worker
 
 
 async def test_status_changes_arrive_in_order(

@@ -1,10 +1,10 @@
-"""workers.poll: reading Varg's X-RateLimit headers (a spent budget, the key's own limit)."""
+"""relay.upstream.poller: Varg's X-RateLimit headers (a spent budget, the key's own limit)."""
 
 from __future__ import annotations
 
 import pytest
 
-from workers.poll import Rechecks, rate_header_limit, rate_header_pause
+from relay.upstream.poller import Rechecks, rate_header_limit, rate_header_pause
 
 NOW = 1_771_000_000.0
 

@@ -18,8 +18,8 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-import workers.poll
-from relay.store import Store
+import relay.upstream.poller
+from relay.store.store import Store
 from tests.conftest import (
     SECRET,
     Receiver,
@@ -195,7 +195,7 @@ async def test_upstream_storm_loses_no_watch(
     the watch survives, each bad answer is counted by outcome and logged, polling backs off
     (429: every worker pauses), and the job still ends with its terminal webhook, events in
     order. Bound: 30 s."""
-    monkeypatch.setattr("relay.varg.DEFAULT_TIMEOUT", httpx.Timeout(1.0))
+    monkeypatch.setattr("relay.upstream.client.DEFAULT_TIMEOUT", httpx.Timeout(1.0))
     caplog.set_level(logging.INFO, logger="relay")
     options, outcome = STORMS[mode]
     before, paused = polls(outcome), waits("pause")
@@ -226,7 +226,7 @@ async def test_upstream_401_shows_in_readyz_then_recovers(
     """Upstream answers 401 (key refused): no watch stops, polling pauses (UNAUTHORIZED_PAUSE,
     cut to 2 s here), `/readyz` says `upstream: unauthorized` while it lasts and 200 once a
     poll succeeds again, and the job still ends with its terminal webhook. Bound: 30 s."""
-    monkeypatch.setattr(workers.poll, "UNAUTHORIZED_PAUSE", 2.0)
+    monkeypatch.setattr(relay.upstream.poller, "UNAUTHORIZED_PAUSE", 2.0)
     caplog.set_level(logging.INFO, logger="relay")
     before, paused = polls("unauthorized"), waits("pause")
     settings = make_settings()

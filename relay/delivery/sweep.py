@@ -12,12 +12,10 @@ import time
 from typing import Any
 
 from relay import metrics
-from workers.deliver import kick
-from workers.resources import Resources
+from relay.delivery.chain import chain_id, kick
+from relay.resources import Resources
 
 log = logging.getLogger("relay.sweeper")
-ARQ_JOB_KEY = "arq:job:deliver:{sid}"
-ARQ_IN_PROGRESS_KEY = "arq:in-progress:deliver:{sid}"
 
 
 async def sweep(ctx: dict[str, Any]) -> int:
@@ -34,10 +32,7 @@ async def restart_idle_chains(res: Resources, arq: Any) -> int:
     metrics.PENDING.set(len(sids))
     if not sids:
         return 0
-    async with res.redis.pipeline(transaction=False) as pipe:
-        for sid in sids:
-            pipe.exists(ARQ_JOB_KEY.format(sid=sid), ARQ_IN_PROGRESS_KEY.format(sid=sid))
-        running = await pipe.execute()
+    running = await res.store.jobs_alive([chain_id(sid) for sid in sids])
     restarted = 0
     for sid, alive in zip(sids, running, strict=True):
         if alive:

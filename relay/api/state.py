@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from arq.connections import ArqRedis
 
 from config import Settings
-from relay.store import Store
+from relay.store.store import Store
 
 
 @dataclass

@@ -8,9 +8,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from relay.delivery.urls import UnsafeURL, validate_url_syntax
 from relay.errors import ValidationError
 from relay.events import ALL_EVENTS
-from relay.urls import UnsafeURL, validate_url_syntax
 
 JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 CURSOR = re.compile(r"sub_[0-9A-Z]{26}")

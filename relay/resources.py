@@ -8,8 +8,8 @@ import httpx
 from redis.asyncio import Redis
 
 from config import Settings
-from relay.store import Store
-from relay.varg import VargClient, new_http_client
+from relay.store.store import Store
+from relay.upstream.client import VargClient, new_http_client
 
 DELIVERY_QUEUE = "vr:deliveries"
 

@@ -1,4 +1,4 @@
--- Helpers shared by the scripts; relay/store.py puts this file before each of them.
+-- Helpers shared by the scripts; relay/store/store.py puts this file before each of them.
 
 -- A time as stored in the subscription and watch hashes: Unix seconds to the millisecond
 -- (what the API shows), 4 bytes shorter than Redis's default rendering, which keeps the

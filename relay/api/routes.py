@@ -10,13 +10,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from relay import metrics, validation
+from relay import metrics
+from relay.api import validation
+from relay.api.render import delivery, job_view, subscription
+from relay.api.state import AppState
+from relay.delivery.chain import kick
+from relay.delivery.urls import UnsafeURL, check_callback_url
 from relay.errors import AuthError, NotFoundError, PayloadTooLarge, ValidationError
 from relay.ids import new_id
-from relay.render import delivery, job_view, subscription
-from relay.state import AppState
-from relay.urls import UnsafeURL, check_callback_url
-from workers.deliver import kick
 
 
 def state(request: Request) -> AppState:
@@ -154,7 +155,7 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     store = state(request).store
     try:
-        await store.redis.ping()
+        await store.ping()
         unauthorized = await store.upstream_unauthorized()
     except Exception:
         return JSONResponse({"status": "unavailable", "reason": "redis: not answering"}, 503)

@@ -15,9 +15,9 @@ from arq import Retry
 from arq.connections import ArqRedis
 
 from relay import metrics
-from relay.delivery import Attempt, send
-from relay.retry import retry_delay
-from workers.resources import DELIVERY_QUEUE, Resources
+from relay.delivery.retry import retry_delay
+from relay.delivery.send import Attempt, send
+from relay.resources import DELIVERY_QUEUE, Resources
 
 log = logging.getLogger("relay.delivery")
 MARGIN = 5.0  # seconds kept free at the end of a chain's run, for recording the last attempt
@@ -28,11 +28,15 @@ def job_timeout(delivery_timeout: float) -> float:
     return 2 * delivery_timeout + 2 * MARGIN
 
 
+def chain_id(sid: str) -> str:
+    return f"deliver:{sid}"
+
+
 async def kick(redis: ArqRedis, sid: str, defer: float = 0.0) -> bool:
     """Start the subscription's chain unless one is queued or running (arq drops the duplicate);
     whether a chain was queued."""
     job = await redis.enqueue_job(
-        "deliver", sid, _job_id=f"deliver:{sid}", _queue_name=DELIVERY_QUEUE,
+        "deliver", sid, _job_id=chain_id(sid), _queue_name=DELIVERY_QUEUE,
         _defer_by=defer if defer > 0 else None,
     )
     return job is not None

@@ -9,7 +9,7 @@ The value of polling a job now is the chance that it finished since it was last 
 
     value = (F(age now) - F(a)) / (1 - F(a))
 
-Workers lease the due jobs of highest value first (`rank` in relay/polling.py), so a short
+Workers lease the due jobs of highest value first (`rank` in relay/upstream/policy.py), so a short
 budget goes where a change is most likely. A job becomes due (a candidate) once its value
 reaches ELIGIBLE_CHANCE, so a generous budget buys lower lag without polling jobs that are
 certainly still running.

@@ -3,7 +3,7 @@
 -- spreads them over the window (at most `burst` requests ahead of the pace), so the minute's
 -- budget is not spent in its first second.
 
--- Varg's `X-RateLimit-Limit` (vr:rl:cap, set by workers/poll.py) when it is below the
+-- Varg's `X-RateLimit-Limit` (vr:rl:cap, set by relay/upstream/poller.py) when it is below the
 -- configured limit: the key's real limit wins, and the pace and burst shrink to match.
 local function budget_effective(limit, pace, burst)
   local cap = tonumber(redis.call('GET', 'vr:rl:cap') or '0')

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from relay.retry import Failure, parse_retry_after
-from relay.signing import signature_header
-from relay.urls import UnsafeURL, pinned_request_target
+from relay.delivery.retry import Failure, parse_retry_after
+from relay.delivery.signing import signature_header
+from relay.delivery.urls import UnsafeURL, pinned_request_target
 from relay.version import VERSION
 
 RESPONSE_BODY_CAP = 1024  # bytes of a receiver's answer that are kept, and read

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from relay.events import decode_events
-from relay.store import iso
+from relay.times import iso
 
 
 def subscription(sub: dict[str, str]) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Not an arq job per poll. Each step is two Lua calls and one concurrent batch of requests:
 write back the last batch and fetch the due jobs (poll.lua), rank them by the value of polling
-each now (relay/polling.py `rank`), lease the best the budget allows (lease.lua), poll them.
+each now (relay/upstream/policy.py `rank`), lease the best the budget allows (lease.lua), poll them.
 A lease that is never written back (the worker died) expires by itself.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 
 from relay import metrics
 from relay.events import JobStatus
-from relay.polling import decide, rank
-from relay.schedule import Limits, PollPolicy, parse_counts
-from relay.store import Budget, Candidates, LeasedJob
-from relay.varg import Outcome, PollResult
-from workers.resources import Resources
+from relay.resources import Resources
+from relay.store.store import Budget, Candidates, LeasedJob
+from relay.upstream.client import Outcome, PollResult
+from relay.upstream.policy import decide, rank
+from relay.upstream.runtimes import Limits, PollPolicy, parse_counts
 
 log = logging.getLogger("relay.poller")
 

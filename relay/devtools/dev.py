@@ -17,12 +17,12 @@ from starlette.routing import Route
 from config import load_settings
 from config.settings import secrets_of
 from relay.app import create_app
+from relay.delivery.signing import new_secret
+from relay.devtools.redis_server import ThrowawayRedis, answers
+from relay.devtools.servers import http_server, stop_event
+from relay.devtools.simulator import create_simulator
 from relay.logs import configure_logging
-from relay.redis_server import ThrowawayRedis, answers
-from relay.servers import http_server, stop_event
-from relay.signing import new_secret
-from relay.simulator import create_simulator
-from workers.settings import ResilientWorker, worker_options
+from relay.worker import ResilientWorker, worker_options
 
 log = logging.getLogger("relay.dev")
 SIM_KEY = "varg_sim_dev"

@@ -1,6 +1,6 @@
 -- Create a subscription and make sure its job is watched, in one step.
 -- A live duplicate (same owner, job_id, url, events) is returned instead of a new one: the
--- job's subscriptions hash maps `d:{digest}` to it (relay/store.py dedupe_digest).
+-- job's subscriptions hash maps `d:{digest}` to it (relay/store/store.py dedupe_digest).
 -- KEYS: sub, owner index, job's subscriptions, watch, due, job JSON
 -- ARGV: sid, owner, job_id, url, events (letters: relay/events.py), metadata_json,
 --       watch_timeout, digest

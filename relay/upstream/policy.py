@@ -4,26 +4,14 @@ from __future__ import annotations
 
 import json
 import random
-from datetime import UTC, datetime
 from typing import Any
 
 from relay.events import NOT_FOUND, WATCH_EXPIRED, is_terminal
-from relay.schedule import Limits, PollPolicy, learn_field
-from relay.store import iso
-from relay.varg import Outcome, PollResult
+from relay.times import iso, parse_time
+from relay.upstream.client import Outcome, PollResult
+from relay.upstream.runtimes import Limits, PollPolicy, learn_field
 
 ERROR_BACKOFF_CAP = 300.0  # an upstream in trouble is retried at least every 5 minutes
-
-
-def parse_time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    # Without an offset the time is UTC (Varg's own are), never the worker's local time.
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def error_backoff(failures: int, limits: Limits, rng: random.Random | None = None) -> float:
@@ -99,7 +87,7 @@ SCHEDULED = 1.5  # a retry after an upstream error, or a look within the 404 gra
 
 
 def poll_value(fields: dict[str, str], now: float, limits: Limits, policy: PollPolicy) -> float:
-    """How much polling a due job now is worth; see relay/schedule.py."""
+    """How much polling a due job now is worth; see relay/upstream/runtimes.py."""
     started = float(fields.get("started_at") or now)
     last = float(fields.get("last_polled_at") or 0)
     if not last:

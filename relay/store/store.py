@@ -1,7 +1,7 @@
 """Everything the relay keeps, in one Redis, behind named operations.
 
-Keys (all under `vr:`; the Lua scripts in `relay/lua/` use the same names, so the store needs a
-single Redis, not a cluster):
+Keys (all under `vr:`; the Lua scripts in `lua/` beside this module use the same names, so the
+store needs a single Redis, not a cluster):
 
     sub:{sid}        hash   a subscription (without its id: the key has it); timestamps are
                             Unix seconds; events as letters (relay/events.py EVENT_CODES)
@@ -30,10 +30,10 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
 from relay.events import encode_events
@@ -63,16 +63,10 @@ CANDIDATE_FIELDS = (
 )
 
 
-def iso(epoch: float | str | None) -> str | None:
-    if epoch in (None, ""):
-        return None
-    moment = datetime.fromtimestamp(float(epoch), UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def _script(*names: str) -> str:
     """The Lua files joined into one script (common.lua holds what several of them share)."""
-    return "\n".join(resources.files("relay").joinpath(f"lua/{n}.lua").read_text() for n in names)
+    lua = resources.files("relay.store") / "lua"
+    return "\n".join((lua / f"{n}.lua").read_text() for n in names)
 
 
 def compact_json(value: Any) -> str:
@@ -226,6 +220,16 @@ class Store:
 
     async def pending_outboxes(self) -> list[str]:
         return sorted(await self.redis.smembers(OUTBOXES))
+
+    async def jobs_alive(self, job_ids: list[str]) -> list[bool]:
+        """Whether arq holds each job id, queued or in progress (arq's own key names)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
+            return [bool(n) for n in await pipe.execute()]
+
+    async def ping(self) -> None:
+        await self.redis.ping()
 
     # --- watches and polling -------------------------------------------------------------
 

@@ -11,7 +11,7 @@
 --
 -- KEYS: due, outboxes, window log, pacing key, pause key, durations
 -- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst, field...
---       (the watch fields each candidate comes with: relay/store.py CANDIDATE_FIELDS)
+--       (the watch fields each candidate comes with: relay/store/store.py CANDIDATE_FIELDS)
 -- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
 --            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
 --            (a status with a null job is announced with the job as last seen)
@@ -106,7 +106,7 @@ local function end_watch(wkey, job_id)
 end
 
 -- The job JSON has a key of its own: at 200+ bytes it would push the watch hash out of Redis's
--- compact encoding (see relay/store.py). A decision without one (not_found, watch_expired)
+-- compact encoding (see relay/store/store.py). A decision without one (not_found, watch_expired)
 -- announces the job as last seen.
 local function record_job(d, wkey)
   local jkey = 'vr:job:' .. d.job_id

@@ -5,7 +5,7 @@
 --
 -- KEYS: due, window log, pacing key, pause key
 -- ARGV: token, lease_seconds, limit, window, pace, burst, field count, field..., job_id...
---       (the watch fields each leased job comes with: relay/store.py WATCH_FIELDS)
+--       (the watch fields each leased job comes with: relay/store/store.py WATCH_FIELDS)
 -- Returns: {job_id, fields..., job_id, fields...}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from relay.retry import parse_retry_after
+from relay.delivery.retry import parse_retry_after
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)

@@ -1,0 +1,1 @@
+"""The HTTP API: routes, input validation, rendering and the OpenAPI document."""

@@ -1,0 +1,1 @@
+"""Sending webhooks: destination checks, signing, one attempt, retry timing and the arq chain."""

@@ -1,0 +1,1 @@
+"""Everything the relay keeps in Redis, behind named operations (`Store`), with its Lua scripts."""
