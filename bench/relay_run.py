@@ -16,7 +16,8 @@ from config import Settings, load_settings
 from relay.delivery.signing import new_secret
 from relay.events import ALL_EVENTS
 from relay.ids import new_id
-from relay.store.store import DURATIONS, Store
+from relay.store.keys import DURATIONS
+from relay.store.store import Store
 from relay.worker import running_worker
 
 OWNER = hashlib.sha256(b"tok_bench").hexdigest()[:32]  # as relay.api.owner_of derives it

@@ -11,8 +11,6 @@ from config import Settings
 from relay.store.store import Store
 from relay.upstream.client import VargClient, new_http_client
 
-DELIVERY_QUEUE = "vr:deliveries"
-
 
 @dataclass
 class Resources:

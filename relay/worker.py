@@ -23,7 +23,8 @@ from config.settings import secrets_of
 from relay.delivery.chain import deliver, job_timeout, kick
 from relay.delivery.sweep import sweep
 from relay.logs import configure_logging
-from relay.resources import DELIVERY_QUEUE, close_resources, open_resources
+from relay.resources import close_resources, open_resources
+from relay.store.keys import DELIVERY_QUEUE
 from relay.upstream.poller import Poller
 
 log = logging.getLogger("relay.worker")

@@ -17,7 +17,8 @@ from arq.connections import ArqRedis
 from relay import metrics
 from relay.delivery.retry import retry_delay
 from relay.delivery.send import Attempt, send
-from relay.resources import DELIVERY_QUEUE, Resources
+from relay.resources import Resources
+from relay.store.keys import DELIVERY_QUEUE
 
 log = logging.getLogger("relay.delivery")
 MARGIN = 5.0  # seconds kept free at the end of a chain's run, for recording the last attempt

@@ -36,18 +36,21 @@ from typing import Any
 from arq.constants import in_progress_key_prefix, job_key_prefix
 from redis.asyncio import Redis
 
-from relay.events import encode_events
+from relay.events import EVENT_CODES, encode_events
+from relay.store import keys as key
+from relay.store.decision import Decision
+from relay.store.keys import (
+    DUE,
+    DURATIONS,
+    FINISHED,
+    OUTBOXES,
+    PAUSE,
+    RL_CAP,
+    RL_PACE,
+    RL_WINDOW,
+    UPSTREAM_UNAUTHORIZED,
+)
 
-P = "vr:"
-DUE = P + "due"
-OUTBOXES = P + "outboxes"
-FINISHED = P + "finished"
-RL_WINDOW = P + "rl:window"
-RL_PACE = P + "rl:pace"
-PAUSE = P + "pause"
-RL_CAP = P + "rl:cap"
-DURATIONS = P + "durations"
-UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
 # Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
 SPILLED = ("url", "metadata")
 # The watch fields a lease returns per job, and a candidate comes with; the scripts are given
@@ -63,10 +66,23 @@ CANDIDATE_FIELDS = (
 )
 
 
+def _lua_table(pairs: dict[str, str]) -> str:
+    return "{" + ", ".join(f"[{json.dumps(k)}] = {json.dumps(v)}" for k, v in pairs.items()) + "}"
+
+
+def lua_prelude() -> str:
+    """What every script is given from the Python side, so nothing is written twice: the key
+    names (`K.sub .. sid`) and the one-letter event codes."""
+    names = key.PER_RECORD | key.LUA_FIXED
+    codes = {str(event): code for event, code in EVENT_CODES.items()}
+    return f"local K = {_lua_table(names)}\nlocal EVENT_CODES = {_lua_table(codes)}\n"
+
+
 def _script(*names: str) -> str:
-    """The Lua files joined into one script (common.lua holds what several of them share)."""
+    """The Lua files joined into one script, after the prelude (common.lua holds what several
+    of them share)."""
     lua = resources.files("relay.store") / "lua"
-    return "\n".join((lua / f"{n}.lua").read_text() for n in names)
+    return lua_prelude() + "\n".join((lua / f"{n}.lua").read_text() for n in names)
 
 
 def compact_json(value: Any) -> str:
@@ -125,8 +141,8 @@ class Store:
         self, sid: str, owner: str, job_id: str, url: str, events: list[str],
         metadata: dict[str, Any], watch_timeout: float,
     ) -> tuple[str, bool]:
-        keys = [P + f"sub:{sid}", P + f"owner:{owner}", P + f"jobsubs:{job_id}",
-                P + f"watch:{job_id}", DUE, P + f"job:{job_id}"]
+        keys = [key.sub(sid), key.owner(owner), key.jobsubs(job_id),
+                key.watch(job_id), DUE, key.job(job_id)]
         args = [sid, owner, job_id, url, encode_events(events), compact_json(metadata),
                 watch_timeout, dedupe_digest(owner, url, events)]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
@@ -139,7 +155,7 @@ class Store:
     async def subscriptions(self, sids: list[str]) -> list[dict[str, str]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for sid in sids:
-                pipe.hgetall(P + f"sub:{sid}")
+                pipe.hgetall(key.sub(sid))
             found: list[dict[str, str]] = await pipe.execute()
         subs = {sid: sub for sid, sub in zip(sids, found, strict=True) if sub}
         await self._complete(subs)
@@ -154,7 +170,7 @@ class Store:
                    if field not in sub]
         if not missing:
             return
-        values = await self.redis.mget([P + f"sub:{sid}:{field}" for sid, field in missing])
+        values = await self.redis.mget([key.spilled(sid, field) for sid, field in missing])
         for (sid, field), value in zip(missing, values, strict=True):
             if value is not None:
                 subs[sid][field] = value
@@ -162,49 +178,49 @@ class Store:
     async def owner_page(self, owner: str, after: str | None, limit: int) -> list[str]:
         start = f"({after}" if after else "-"
         ids: list[str] = await self.redis.zrangebylex(
-            P + f"owner:{owner}", start, "+", start=0, num=limit
+            key.owner(owner), start, "+", start=0, num=limit
         )
         return ids
 
     async def job_subscription_ids(self, job_id: str) -> list[str]:
-        fields: list[str] = await self.redis.hkeys(P + f"jobsubs:{job_id}")
+        fields: list[str] = await self.redis.hkeys(key.jobsubs(job_id))
         return sorted(f for f in fields if not f.startswith("d:"))  # not the dedupe entries
 
     async def delete(self, sid: str) -> None:
-        keys = [P + f"sub:{sid}", P + f"outbox:{sid}", OUTBOXES]
+        keys = [key.sub(sid), key.outbox(sid), OUTBOXES]
         await self._delete(keys=keys, args=[sid])
 
     # --- deliveries ----------------------------------------------------------------------
 
     async def delivery_ids(self, sid: str) -> list[str]:
-        ids: list[str] = await self.redis.lrange(P + f"msgs:{sid}", 0, -1)
+        ids: list[str] = await self.redis.lrange(key.msgs(sid), 0, -1)
         return ids
 
     async def deliveries(self, mids: list[str]) -> list[tuple[dict[str, str], list[str]]]:
         async with self.redis.pipeline(transaction=False) as pipe:
             for mid in mids:
-                pipe.hgetall(P + f"msg:{mid}")
-                pipe.lrange(P + f"attempts:{mid}", 0, -1)
+                pipe.hgetall(key.msg(mid))
+                pipe.lrange(key.attempts(mid), 0, -1)
             found = await pipe.execute()
         pairs = zip(found[::2], found[1::2], strict=True)
         return [(msg, attempts) for msg, attempts in pairs if msg]
 
     async def resend(self, mid: str, sid: str) -> bool:
-        keys = [P + f"msg:{mid}", P + f"outbox:{sid}", P + f"attempts:{mid}", OUTBOXES]
+        keys = [key.msg(mid), key.outbox(sid), key.attempts(mid), OUTBOXES]
         return bool(await self._resend(keys=keys, args=[mid, sid]))
 
     async def outbox_head(self, sid: str) -> tuple[dict[str, str], dict[str, str], int] | None:
         """The oldest undelivered event of a subscription, the subscription, and attempts so far."""
-        mid = await self.redis.lindex(P + f"outbox:{sid}", 0)
+        mid = await self.redis.lindex(key.outbox(sid), 0)
         if mid is None:
             return None
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(P + f"msg:{mid}")
-            pipe.hgetall(P + f"sub:{sid}")
-            pipe.llen(P + f"attempts:{mid}")
+            pipe.hgetall(key.msg(mid))
+            pipe.hgetall(key.sub(sid))
+            pipe.llen(key.attempts(mid))
             msg, sub, attempts = await pipe.execute()
         if not msg:  # retention removed it under us; drop the dangling id
-            await self.redis.lrem(P + f"outbox:{sid}", 1, mid)
+            await self.redis.lrem(key.outbox(sid), 1, mid)
             return await self.outbox_head(sid)
         await self._complete({sid: sub} if sub else {})
         return msg, sub, int(attempts)
@@ -213,7 +229,7 @@ class Store:
         self, msg: dict[str, str], attempt: dict[str, Any], outcome: str, next_at: float | None
     ) -> None:
         mid, sid = msg["id"], msg["sub_id"]
-        keys = [P + f"msg:{mid}", P + f"outbox:{sid}", P + f"sub:{sid}", P + f"attempts:{mid}",
+        keys = [key.msg(mid), key.outbox(sid), key.sub(sid), key.attempts(mid),
                 OUTBOXES]
         args = [mid, json.dumps(attempt), outcome, "" if next_at is None else next_at]
         await self._attempt(keys=keys, args=args)
@@ -236,21 +252,21 @@ class Store:
     async def watch(self, job_id: str) -> dict[str, str] | None:
         """The watch hash, with the job's last seen JSON (kept in a key of its own) as `job`."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hgetall(P + f"watch:{job_id}")
-            pipe.get(P + f"job:{job_id}")
+            pipe.hgetall(key.watch(job_id))
+            pipe.get(key.job(job_id))
             watch, job = await pipe.execute()
         if watch and job is not None:
             watch["job"] = job
         return watch or None
 
     async def poll_cycle(
-        self, decisions: list[dict[str, Any]], retention: float, max_candidates: int,
+        self, decisions: list[Decision], retention: float, max_candidates: int,
         budget: Budget,
     ) -> Candidates:
         """Write back the last batch's decisions and name the due jobs: one round trip."""
         keys = [DUE, OUTBOXES, RL_WINDOW, RL_PACE, PAUSE, DURATIONS]
-        args = [json.dumps(decisions) if decisions else "[]", retention, max_candidates,
-                *budget.args(), *CANDIDATE_FIELDS]
+        written = json.dumps([d.lua() for d in decisions]) if decisions else "[]"
+        args = [written, retention, max_candidates, *budget.args(), *CANDIDATE_FIELDS]
         raw: list[str] = await self._poll(keys=keys, args=args)  # type: ignore[arg-type]
         jobs = _rows(raw[5:], CANDIDATE_FIELDS)
         return Candidates(float(raw[0]), float(raw[1]), int(raw[2]), json.loads(raw[3]), raw[4],
@@ -318,12 +334,12 @@ class Store:
         mids = await self.delivery_ids(sid)
         async with self.redis.pipeline(transaction=True) as pipe:
             for mid in mids:
-                pipe.delete(P + f"msg:{mid}", P + f"attempts:{mid}")
-            pipe.delete(P + f"sub:{sid}", P + f"msgs:{sid}", P + f"outbox:{sid}",
-                        *(P + f"sub:{sid}:{field}" for field in SPILLED))
+                pipe.delete(key.msg(mid), key.attempts(mid))
+            pipe.delete(key.sub(sid), key.msgs(sid), key.outbox(sid),
+                        *(key.spilled(sid, field) for field in SPILLED))
             if sub:
-                pipe.zrem(P + f"owner:{sub['owner']}", sid)
-                pipe.hdel(P + f"jobsubs:{sub['job_id']}", sid)
+                pipe.zrem(key.owner(sub['owner']), sid)
+                pipe.hdel(key.jobsubs(sub['job_id']), sid)
             pipe.zrem(FINISHED, sid)
             await pipe.execute()
 

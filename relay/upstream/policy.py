@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from typing import Any
 
 from relay.events import NOT_FOUND, WATCH_EXPIRED, is_terminal
-from relay.times import iso, parse_time
+from relay.store.decision import Decision
+from relay.times import parse_time
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.runtimes import Limits, PollPolicy, learn_field
 
@@ -24,60 +26,55 @@ def error_backoff(failures: int, limits: Limits, rng: random.Random | None = Non
 def decide(
     job_id: str, token: str, watch: dict[str, str], result: PollResult, now: float,
     limits: Limits, policy: PollPolicy,
-) -> dict[str, Any]:
+) -> Decision:
     """The write-back for one job: what to record, whether the watch ends, when to poll next."""
-    decision: dict[str, Any] = {
-        "job_id": job_id, "token": token, "status": None, "job": None, "end_watch": False,
-        "first_404": "", "failures": 0, "observed_at": now, "observed_iso": iso(now),
-        "last_polled_at": now, "delay": limits.min_interval,
-    }
+    base = Decision(job_id, token, observed_at=now, delay=limits.min_interval)
     if result.outcome is Outcome.ok and result.job is not None:
-        _observed(decision, result.job, watch, now, limits, policy)
+        decision = _observed(base, result.job, watch, now, limits, policy)
     elif result.outcome is Outcome.not_found:
-        _not_found(decision, watch, now, limits)
+        decision = _not_found(base, watch, now, limits)
     else:
         failures = int(watch.get("failures") or 0) + 1
-        decision["failures"] = failures
-        decision["delay"] = error_backoff(failures, limits)
+        delay = error_backoff(failures, limits)
         if result.outcome is Outcome.rate_limited and result.retry_after:
-            decision["delay"] = max(decision["delay"], result.retry_after)
-    _expire_if_overdue(decision, watch, now)
-    return decision
+            delay = max(delay, result.retry_after)
+        decision = replace(base, failures=failures, delay=delay)
+    return _expire_if_overdue(decision, watch, now)
 
 
 def _observed(
-    decision: dict[str, Any], job: dict[str, Any], watch: dict[str, str], now: float,
+    base: Decision, job: dict[str, Any], watch: dict[str, str], now: float,
     limits: Limits, policy: PollPolicy,
-) -> None:
+) -> Decision:
     status, model = str(job["status"]), str(job["model"])
-    decision.update(
-        status=status, job=json.dumps(job, separators=(",", ":")), model=model,
-        created_at=job["created_at"], end_watch=is_terminal(status),
-    )
     created = parse_time(job["created_at"]) or float(watch.get("started_at") or now)
-    decision["delay"] = policy.next_delay(model, now - created, limits)
+    learn = None
     if is_terminal(status) and watch.get("status") != status:
         # Teach the schedule how long this model takes (Varg's own times when it gives them).
         finished = parse_time(job.get("completed_at")) or now
-        decision["learn"] = learn_field(model, finished - created)
+        learn = learn_field(model, finished - created)
+    return replace(
+        base, status=status, job=json.dumps(job, separators=(",", ":")), model=model,
+        created_at=job["created_at"], end_watch=is_terminal(status),
+        delay=policy.next_delay(model, now - created, limits), learn=learn,
+    )
 
 
-def _not_found(decision: dict[str, Any], watch: dict[str, str], now: float, limits: Limits) -> None:
+def _not_found(base: Decision, watch: dict[str, str], now: float, limits: Limits) -> Decision:
     first = float(watch.get("first_404") or now)
-    decision["first_404"] = first
-    decision["failures"] = int(watch.get("failures") or 0)
+    found = replace(base, first_404=first, failures=int(watch.get("failures") or 0))
     remaining = first + limits.not_found_grace - now
     if remaining <= 0:
-        decision.update(status=NOT_FOUND, end_watch=True)  # poll.lua adds the job last seen
-    else:
-        # A job id handed over before Varg has stored it shows up within seconds: look often.
-        decision["delay"] = min(remaining, max(limits.min_interval, (now - first) / 4 + 1))
+        return replace(found, status=NOT_FOUND, end_watch=True)  # with the job last seen
+    # A job id handed over before Varg has stored it shows up within seconds: look often.
+    return replace(found, delay=min(remaining, max(limits.min_interval, (now - first) / 4 + 1)))
 
 
-def _expire_if_overdue(decision: dict[str, Any], watch: dict[str, str], now: float) -> None:
+def _expire_if_overdue(decision: Decision, watch: dict[str, str], now: float) -> Decision:
     deadline = float(watch.get("deadline") or "inf")
-    if not decision["end_watch"] and now >= deadline:
-        decision.update(status=WATCH_EXPIRED, end_watch=True)
+    if not decision.end_watch and now >= deadline:
+        return replace(decision, status=WATCH_EXPIRED, end_watch=True)
+    return decision
 
 
 # Tiers above any chance (which is at most 1): who is polled first when the budget is short.

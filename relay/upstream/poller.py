@@ -14,11 +14,11 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from relay import metrics
 from relay.events import JobStatus
 from relay.resources import Resources
+from relay.store.decision import Decision
 from relay.store.store import Budget, Candidates, LeasedJob
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.policy import decide, rank
@@ -74,7 +74,7 @@ class Poller:
         self.candidates = max(MIN_CANDIDATES, 4 * s.poll_batch_size)
         self._stopping = asyncio.Event()
         self._unauthorized = False
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[Decision] = []
         self._token = secrets.token_hex(8)
         self._policy_at = -math.inf
         self._rechecks = Rechecks()

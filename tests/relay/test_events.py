@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from importlib import resources
-
 import pytest
 
 from relay.events import (
@@ -83,11 +80,3 @@ def test_events_round_trip_through_letters_in_their_order() -> None:
     assert decode_events(encode_events(given)) == given
     every = [str(e) for e in ALL_EVENTS]
     assert decode_events(encode_events(every)) == every
-
-
-def test_the_poll_script_uses_the_same_letters() -> None:
-    script = resources.files("relay.store").joinpath("lua/poll.lua").read_text()
-    table = re.search(r"local EVENT_CODES = \{(.*?)\}", script, re.S)
-    assert table is not None
-    in_lua = dict(re.findall(r"\['([a-z._]+)'\] = '(\w)'", table.group(1)))
-    assert in_lua == {str(event): code for event, code in EVENT_CODES.items()}

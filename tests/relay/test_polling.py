@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from relay.store.decision import Decision
+from relay.times import parse_time
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.policy import (
     ERROR_BACKOFF_CAP,
@@ -20,7 +22,6 @@ from relay.upstream.policy import (
     SCHEDULED,
     decide,
     error_backoff,
-    parse_time,
     poll_value,
     rank,
 )
@@ -54,84 +55,87 @@ def ok(status: str = "processing", **extra: Any) -> PollResult:
 
 
 def run(result: PollResult, watch: dict[str, str] | None = None,
-        now: float = NOW) -> dict[str, Any]:
+        now: float = NOW) -> Decision:
     return decide("job_1", "lease-token", watch or {}, result, now, LIMITS, POLICY)
 
 
 def test_ok_records_status_and_compact_job() -> None:
     d = run(ok("processing", cache={"hit": False, "key": "sha256:x"}))
-    assert d["status"] == "processing"
-    assert d["end_watch"] is False
-    assert d["job"] == json.dumps(job("processing", cache={"hit": False, "key": "sha256:x"}),
+    assert d.status == "processing"
+    assert d.end_watch is False
+    assert d.job == json.dumps(job("processing", cache={"hit": False, "key": "sha256:x"}),
                                   separators=(",", ":"))
-    assert " " not in d["job"]
-    assert d["model"] == "fal:kling-v2.5"
-    assert d["created_at"] == CREATED
-    assert d["failures"] == 0
-    assert d["first_404"] == ""
-    assert (d["job_id"], d["token"]) == ("job_1", "lease-token")
-    assert d["observed_at"] == d["last_polled_at"] == NOW
-    assert d["observed_iso"] == "2026-02-13T10:05:00.000Z"
+    assert " " not in d.job
+    assert d.model == "fal:kling-v2.5"
+    assert d.created_at == CREATED
+    assert d.failures == 0
+    assert d.first_404 == ""
+    assert (d.job_id, d.token) == ("job_1", "lease-token")
+    assert d.observed_at == NOW
+    lua = d.lua()
+    assert lua["last_polled_at"] == NOW
+    assert lua["observed_iso"] == "2026-02-13T10:05:00.000Z"
+    assert (lua["event_type"], lua["terminal"]) == ("job.processing", False)
 
 
 def test_ok_resets_failures() -> None:
-    assert run(ok(), {"failures": "4"})["failures"] == 0
+    assert run(ok(), {"failures": "4"}).failures == 0
 
 
 def test_ok_delay_follows_policy() -> None:
     d = run(ok())
-    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", 300.0, LIMITS)
-    assert LIMITS.min_interval <= d["delay"] <= LIMITS.max_interval
+    assert d.delay == POLICY.next_delay("fal:kling-v2.5", 300.0, LIMITS)
+    assert LIMITS.min_interval <= d.delay <= LIMITS.max_interval
 
 
 def test_age_falls_back_to_watch_start_when_created_at_is_unreadable() -> None:
     result = PollResult(Outcome.ok, job=job(created_at="yesterday"), status_code=200)
     d = run(result, {"started_at": str(NOW - 300)})
-    assert d["delay"] == POLICY.next_delay("fal:kling-v2.5", 300.0, LIMITS)
+    assert d.delay == POLICY.next_delay("fal:kling-v2.5", 300.0, LIMITS)
 
 
 @pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
 def test_terminal_status_ends_watch(status: str) -> None:
     d = run(ok(status))
-    assert d["status"] == status
-    assert d["end_watch"] is True
+    assert d.status == status
+    assert d.end_watch is True
 
 
 def test_unknown_status_keeps_watching() -> None:
     d = run(ok("upscaling"))
-    assert d["status"] == "upscaling"
-    assert d["end_watch"] is False
+    assert d.status == "upscaling"
+    assert d.end_watch is False
 
 
 def test_first_not_found_starts_grace() -> None:
     d = run(PollResult(Outcome.not_found, status_code=404))
-    assert d["status"] is None
-    assert d["end_watch"] is False
-    assert d["first_404"] == NOW
-    assert LIMITS.min_interval <= d["delay"] <= LIMITS.not_found_grace
+    assert d.status is None
+    assert d.end_watch is False
+    assert d.first_404 == NOW
+    assert LIMITS.min_interval <= d.delay <= LIMITS.not_found_grace
 
 
 def test_not_found_within_grace_keeps_first_404() -> None:
     d = run(PollResult(Outcome.not_found, status_code=404), {"first_404": str(NOW - 50)})
-    assert d["status"] is None
-    assert d["end_watch"] is False
-    assert d["first_404"] == NOW - 50
-    assert 0 < d["delay"] <= 10.0  # never sleeps past the end of the grace
+    assert d.status is None
+    assert d.end_watch is False
+    assert d.first_404 == NOW - 50
+    assert 0 < d.delay <= 10.0  # never sleeps past the end of the grace
 
 
 def test_not_found_past_grace_ends_watch() -> None:
     watch = {"first_404": str(NOW - 61), "failures": "2"}
     d = run(PollResult(Outcome.not_found, status_code=404), watch)
-    assert d["status"] == "not_found"
-    assert d["end_watch"] is True
-    assert d["job"] is None  # poll.lua announces the job as last seen (tests/relay/test_store.py)
-    assert d["failures"] == 2
+    assert d.status == "not_found"
+    assert d.end_watch is True
+    assert d.job is None  # poll.lua announces the job as last seen (tests/relay/test_store.py)
+    assert d.failures == 2
 
 
 def test_not_found_past_grace_without_a_job_seen() -> None:
     d = run(PollResult(Outcome.not_found, status_code=404), {"first_404": str(NOW - 60)})
-    assert d["status"] == "not_found"
-    assert d["job"] is None
+    assert d.status == "not_found"
+    assert d.job is None
 
 
 @pytest.mark.parametrize(
@@ -139,14 +143,14 @@ def test_not_found_past_grace_without_a_job_seen() -> None:
 )
 def test_error_counts_a_failure_and_keeps_watching(outcome: Outcome) -> None:
     d = run(PollResult(outcome), {"failures": "2", "status": "queued"})
-    assert d["failures"] == 3
-    assert d["status"] is None
-    assert d["end_watch"] is False
-    assert 8 * 0.8 <= d["delay"] <= 8 * 1.2  # min_interval * 2**3, ±20%
+    assert d.failures == 3
+    assert d.status is None
+    assert d.end_watch is False
+    assert 8 * 0.8 <= d.delay <= 8 * 1.2  # min_interval * 2**3, ±20%
 
 
 def test_errors_back_off_exponentially() -> None:
-    delays = [run(PollResult(Outcome.server_error), {"failures": str(n)})["delay"]
+    delays = [run(PollResult(Outcome.server_error), {"failures": str(n)}).delay
               for n in range(6)]
     for shorter, longer in itertools.pairwise(delays):
         assert longer > shorter * 1.3
@@ -154,44 +158,44 @@ def test_errors_back_off_exponentially() -> None:
 
 def test_error_backoff_is_capped() -> None:
     d = run(PollResult(Outcome.timeout), {"failures": "40"})
-    assert d["failures"] == 41
-    assert ERROR_BACKOFF_CAP * 0.8 <= d["delay"] <= ERROR_BACKOFF_CAP
+    assert d.failures == 41
+    assert ERROR_BACKOFF_CAP * 0.8 <= d.delay <= ERROR_BACKOFF_CAP
 
 
 def test_429_waits_at_least_retry_after() -> None:
     result = PollResult(Outcome.rate_limited, retry_after=45.0, status_code=429)
     d = run(result)
-    assert d["failures"] == 1
-    assert d["delay"] >= 45.0
+    assert d.failures == 1
+    assert d.delay >= 45.0
 
 
 def test_429_without_retry_after_backs_off() -> None:
     d = run(PollResult(Outcome.rate_limited, status_code=429))
-    assert 1.0 <= d["delay"] <= 2.4
+    assert 1.0 <= d.delay <= 2.4
 
 
 def test_watch_deadline_passed_expires() -> None:
     d = run(ok("processing"), {"deadline": str(NOW - 1)})
-    assert d["status"] == "watch_expired"
-    assert d["end_watch"] is True
-    assert json.loads(d["job"])["status"] == "processing"
+    assert d.status == "watch_expired"
+    assert d.end_watch is True
+    assert json.loads(d.job or "")["status"] == "processing"
 
 
 def test_watch_deadline_passed_during_errors_expires_without_a_new_job() -> None:
     d = run(PollResult(Outcome.server_error), {"deadline": str(NOW)})
-    assert d["status"] == "watch_expired"
-    assert d["job"] is None  # poll.lua announces the job as last seen
+    assert d.status == "watch_expired"
+    assert d.job is None  # poll.lua announces the job as last seen
 
 
 def test_terminal_status_wins_over_deadline() -> None:
     d = run(ok("completed"), {"deadline": str(NOW - 1)})
-    assert d["status"] == "completed"
+    assert d.status == "completed"
 
 
 def test_deadline_in_future_keeps_watching() -> None:
     d = run(ok("processing"), {"deadline": str(NOW + 1)})
-    assert d["status"] == "processing"
-    assert d["end_watch"] is False
+    assert d.status == "processing"
+    assert d.end_watch is False
 
 
 def test_parse_time_utc() -> None:
@@ -245,13 +249,13 @@ def test_error_backoff_huge_failure_count() -> None:
 
 def test_terminal_change_teaches_run_time() -> None:
     d = run(ok("completed"), {"status": "processing"})
-    model, _, bucket = d["learn"].rpartition("\t")
+    model, _, bucket = (d.learn or "").rpartition("\t")
     assert model == "fal:kling-v2.5"
     assert int(bucket) == bucket_of(300.0) or int(bucket) > 0
 
 
 def test_repeat_terminal_teaches_nothing() -> None:
-    assert "learn" not in run(ok("completed"), {"status": "completed"})
+    assert run(ok("completed"), {"status": "completed"}).learn is None
 
 
 # --- ranking due jobs -----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 import relay.upstream.poller
+from relay.store.decision import Decision
 from relay.store.store import Store
 from tests.conftest import (
     SECRET,
@@ -266,8 +267,8 @@ async def test_redis_error_at_poll_write_back_loses_no_status(
     real = Store.poll_cycle
     failed: list[str] = []
 
-    async def flaky(self: Store, decisions: list[dict[str, Any]], *args: Any) -> Any:
-        if not failed and any(d["status"] == "processing" for d in decisions):
+    async def flaky(self: Store, decisions: list[Decision], *args: Any) -> Any:
+        if not failed and any(d.status == "processing" for d in decisions):
             failed.append("processing")
             raise RedisConnectionError("Connection reset by peer (injected)")
         return await real(self, decisions, *args)

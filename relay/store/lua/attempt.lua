@@ -17,7 +17,7 @@ redis.call('LREM', KEYS[2], 1, mid)
 if outcome == 'disabled' then
   -- 410 Gone: the receiver asks for nothing more, so pending events are dropped as failed.
   for _, other in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
-    redis.call('HSET', 'vr:msg:' .. other, 'status', 'failed', 'next_attempt_at', '')
+    redis.call('HSET', K.msg .. other, 'status', 'failed', 'next_attempt_at', '')
   end
   redis.call('DEL', KEYS[2])
   finish_sub(sid, 'disabled', now)

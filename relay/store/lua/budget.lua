@@ -6,7 +6,7 @@
 -- Varg's `X-RateLimit-Limit` (vr:rl:cap, set by relay/upstream/poller.py) when it is below the
 -- configured limit: the key's real limit wins, and the pace and burst shrink to match.
 local function budget_effective(limit, pace, burst)
-  local cap = tonumber(redis.call('GET', 'vr:rl:cap') or '0')
+  local cap = tonumber(redis.call('GET', K.rl_cap) or '0')
   if cap > 0 and cap < limit then
     return cap, pace * limit / cap, math.max(1, math.floor(burst * cap / limit))
   end
@@ -40,7 +40,7 @@ local function budget_take(window_key, pace_key, n, window, pace)
   local clock = tonumber(at[1]) + tonumber(at[2]) / 1e6
   local tat = tonumber(redis.call('GET', pace_key) or '0')
   redis.call('SET', pace_key, math.max(tat, clock) + n * pace, 'EX', math.ceil(window) + 1)
-  local seq = redis.call('INCRBY', 'vr:rl:seq', n)
+  local seq = redis.call('INCRBY', K.rl_seq, n)
   for i = 1, n do redis.call('ZADD', window_key, clock, tostring(seq - i)) end
   redis.call('EXPIRE', window_key, math.ceil(window) + 1)
 end

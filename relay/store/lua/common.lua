@@ -10,13 +10,13 @@ end
 -- A finished subscription wants nothing more from its job, is no longer the one a new
 -- identical subscription is folded into, and is forgotten after the retention period.
 local function finish_sub(sid, state, now)
-  local skey = 'vr:sub:' .. sid
+  local skey = K.sub .. sid
   redis.call('HSET', skey, 'state', state, 'updated_at', ms(now))
   local found = redis.call('HMGET', skey, 'job_id', 'dedupe')
-  local subs_key = 'vr:jobsubs:' .. found[1]
+  local subs_key = K.jobsubs .. found[1]
   redis.call('HSET', subs_key, sid, '0')
   local dedupe = 'd:' .. (found[2] or '')
   if redis.call('HGET', subs_key, dedupe) == sid then redis.call('HDEL', subs_key, dedupe) end
-  redis.call('ZADD', 'vr:finished', now, sid)
+  redis.call('ZADD', K.finished, now, sid)
 end
 

@@ -24,7 +24,7 @@ for i = 8 + #FIELDS, #ARGV do
   if score and tonumber(score) <= now then
     taken = taken + 1
     redis.call('ZADD', KEYS[1], now + lease, job_id)
-    local wkey = 'vr:watch:' .. job_id
+    local wkey = K.watch .. job_id
     redis.call('HSET', wkey, 'lease', token)
     jobs[#jobs + 1] = job_id
     local values = redis.call('HMGET', wkey, unpack(FIELDS))

@@ -12,9 +12,8 @@
 -- KEYS: due, outboxes, window log, pacing key, pause key, durations
 -- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst, field...
 --       (the watch fields each candidate comes with: relay/store/store.py CANDIDATE_FIELDS)
--- decision: {job_id, token, status|null, job|null (raw JSON text), delay, first_404, failures,
---            end_watch, observed_at, observed_iso, last_polled_at, model?, created_at?, learn?}
---            (a status with a null job is announced with the job as last seen)
+-- decision: relay/store/decision.py `Decision.lua()` (a status with a null job is announced
+--           with the job as last seen)
 -- Returns: {now, wait, allowance, kicked_json, reason, job_id, fields..., job_id, fields...}
 -- reason: 'due' (candidates follow), 'idle' (nothing due), 'budget' (due jobs wait), 'pause'
 local t = redis.call('TIME')
@@ -25,29 +24,14 @@ local KEYS_DUE, KEYS_OUTBOXES = KEYS[1], KEYS[2]
 local retention = tonumber(ARGV[2])
 local kicked = {}
 
-local TERMINAL = {completed = true, failed = true, cancelled = true, not_found = true,
-  watch_expired = true}
-local KNOWN = {queued = true, processing = true, completed = true, failed = true,
-  cancelled = true, not_found = true, watch_expired = true}
-
--- A subscription's events are one letter per type: relay/events.py EVENT_CODES.
-local EVENT_CODES = {['job.queued'] = 'q', ['job.processing'] = 'p', ['job.completed'] = 'c',
-  ['job.failed'] = 'f', ['job.cancelled'] = 'x', ['job.status_changed'] = 's',
-  ['job.not_found'] = 'n', ['job.watch_expired'] = 'w'}
-
-local function event_type(status)
-  if KNOWN[status] then return 'job.' .. status end
-  return 'job.status_changed'
-end
-
 local function new_msg_id()
-  local seq = redis.call('INCR', 'vr:msg:seq')
+  local seq = redis.call('INCR', K.msg_seq)
   return string.format('msg_%011x%08x', math.floor(now * 1000), seq % 4294967296)
 end
 
 local function queue_event(d, sid, sub, previous)
   local mid = new_msg_id()
-  local etype = event_type(d.status)
+  local etype = d.event_type
   local prev_json, job_json = 'null', 'null'
   if previous ~= '' then prev_json = cjson.encode(previous) end
   if type(d.job) == 'string' then job_json = d.job end
@@ -56,12 +40,12 @@ local function queue_event(d, sid, sub, previous)
     .. ',"status":' .. cjson.encode(d.status) .. ',"previous_status":' .. prev_json
     .. ',"job":' .. job_json .. ',"metadata":' .. sub[3] .. '}}'
   local terminal = '0'
-  if TERMINAL[d.status] then terminal = '1' end
-  redis.call('HSET', 'vr:msg:' .. mid, 'id', mid, 'sub_id', sid, 'event_type', etype,
+  if d.terminal then terminal = '1' end
+  redis.call('HSET', K.msg .. mid, 'id', mid, 'sub_id', sid, 'event_type', etype,
     'status', 'pending', 'next_attempt_at', now, 'created_at', now, 'body', body,
     'terminal', terminal, 'retry_base', 0, 'observed_at', d.observed_at)
-  redis.call('RPUSH', 'vr:outbox:' .. sid, mid)
-  redis.call('RPUSH', 'vr:msgs:' .. sid, mid)
+  redis.call('RPUSH', K.outbox .. sid, mid)
+  redis.call('RPUSH', K.msgs .. sid, mid)
   redis.call('SADD', KEYS_OUTBOXES, sid)
   kicked[#kicked + 1] = sid
 end
@@ -76,20 +60,20 @@ local function listening(subs_key)
 end
 
 local function fan_out(d)
-  local subs_key = 'vr:jobsubs:' .. d.job_id
+  local subs_key = K.jobsubs .. d.job_id
   for _, sid in ipairs(listening(subs_key)) do
-    local skey = 'vr:sub:' .. sid
+    local skey = K.sub .. sid
     local sub = redis.call('HMGET', skey, 'state', 'last_status', 'metadata', 'events')
     if sub[1] ~= 'active' then
       redis.call('HSET', subs_key, sid, '0')
     elseif sub[2] ~= d.status then
-      local wanted = string.find(sub[4], EVENT_CODES[event_type(d.status)], 1, true)
+      local wanted = string.find(sub[4], EVENT_CODES[d.event_type], 1, true)
       if wanted then
         sub[3] = sub[3] or redis.call('GET', skey .. ':metadata')  -- long: in its own key
         queue_event(d, sid, sub, sub[2])
       end
       redis.call('HSET', skey, 'last_status', d.status, 'updated_at', ms(now))
-      if TERMINAL[d.status] then
+      if d.terminal then
         -- No more events for it; it becomes `done` once its last event is delivered.
         redis.call('HSET', subs_key, sid, '0')
         if not wanted then finish_sub(sid, 'done', now) end
@@ -102,14 +86,14 @@ local function end_watch(wkey, job_id)
   redis.call('ZREM', KEYS_DUE, job_id)
   redis.call('HSET', wkey, 'active', '0', 'ended_at', ms(now), 'next_poll_at', '')
   redis.call('EXPIRE', wkey, retention)
-  redis.call('EXPIRE', 'vr:job:' .. job_id, retention)
+  redis.call('EXPIRE', K.job .. job_id, retention)
 end
 
 -- The job JSON has a key of its own: at 200+ bytes it would push the watch hash out of Redis's
 -- compact encoding (see relay/store/store.py). A decision without one (not_found, watch_expired)
 -- announces the job as last seen.
 local function record_job(d, wkey)
-  local jkey = 'vr:job:' .. d.job_id
+  local jkey = K.job .. d.job_id
   if type(d.job) ~= 'string' then
     d.job = redis.call('GET', jkey)
     return
@@ -120,7 +104,7 @@ local function record_job(d, wkey)
 end
 
 for _, d in ipairs(cjson.decode(ARGV[1])) do
-  local wkey = 'vr:watch:' .. d.job_id
+  local wkey = K.watch .. d.job_id
   if redis.call('HGET', wkey, 'lease') == d.token then
     redis.call('HDEL', wkey, 'lease', 'urgent')
     redis.call('HSET', wkey, 'last_polled_at', ms(d.last_polled_at), 'first_404', d.first_404,
@@ -132,7 +116,7 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
       record_job(d, wkey)
       fan_out(d)
     end
-    if d.end_watch or #listening('vr:jobsubs:' .. d.job_id) == 0 then
+    if d.end_watch or #listening(K.jobsubs .. d.job_id) == 0 then
       end_watch(wkey, d.job_id)
     else
       redis.call('ZADD', KEYS_DUE, now + d.delay, d.job_id)
@@ -170,7 +154,7 @@ if allowance <= 0 then return reply(wait, 0, 'budget') end
 local jobs = {}
 for _, job_id in ipairs(due) do
   jobs[#jobs + 1] = job_id
-  local values = redis.call('HMGET', 'vr:watch:' .. job_id, unpack(FIELDS))
+  local values = redis.call('HMGET', K.watch .. job_id, unpack(FIELDS))
   for j = 1, #FIELDS do jobs[#jobs + 1] = values[j] or '' end
 end
 return reply(0, allowance, 'due', jobs)

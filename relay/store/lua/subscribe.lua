@@ -8,7 +8,7 @@ local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local dedupe = 'd:' .. ARGV[8]
 local existing = redis.call('HGET', KEYS[3], dedupe)
-if existing and redis.call('HGET', 'vr:sub:' .. existing, 'state') == 'active' then
+if existing and redis.call('HGET', K.sub .. existing, 'state') == 'active' then
   return {existing, 0}
 end
 local sid = ARGV[1]
