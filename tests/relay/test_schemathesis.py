@@ -57,7 +57,9 @@ OPERATIONS = [
     ("GET", "/v1/subscriptions/{sid}"), ("DELETE", "/v1/subscriptions/{sid}"),
     ("GET", "/v1/subscriptions/{sid}/deliveries"),
     ("POST", "/v1/subscriptions/{sid}/deliveries/{mid}/retry"),
-    ("GET", "/v1/jobs/{job_id}"), ("GET", "/healthz"), ("GET", "/readyz"),
+    ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/events"),
+    ("GET", "/v1/deliveries"), ("POST", "/v1/deliveries/retry"), ("GET", "/v1/upstream"),
+    ("GET", "/healthz"), ("GET", "/readyz"),
     ("GET", "/metrics"), ("GET", "/openapi.json"),
 ]
 
@@ -145,7 +147,8 @@ async def eventually_async(check: Any, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-ID_OPERATIONS = [op for op in OPERATIONS if "{" in op[1]] + [("GET", "/v1/subscriptions")]
+ID_OPERATIONS = [op for op in OPERATIONS if "{" in op[1]] + [
+    ("GET", "/v1/subscriptions"), ("GET", "/v1/jobs"), ("GET", "/v1/deliveries")]
 
 
 @pytest.mark.parametrize(("method", "path"), ID_OPERATIONS)
