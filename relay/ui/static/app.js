@@ -161,6 +161,7 @@ function route() {
 function page(title, load, draw) {
   clearTimeout(view.timer);
   const generation = ++view.generation;
+  const takeFocus = moved; // not on the page first loaded: focus starts at its top
   view.last = null;
   document.title = `${title} · varg-relay`;
   const schedule = () => {
@@ -174,11 +175,11 @@ function page(title, load, draw) {
       const text = JSON.stringify(data);
       if (first || text !== view.last) {
         view.last = text;
-        redraw(draw(data), first);
+        redraw(draw(data), first && takeFocus);
       }
     } catch (error) {
       if (generation !== view.generation) return;
-      if (first || !(error instanceof ApiError)) redraw(failure(title, error), first);
+      if (first || !(error instanceof ApiError)) redraw(failure(title, error), first && takeFocus);
     }
     if (first) performance.mark("first-render");
     schedule();
@@ -188,8 +189,8 @@ function page(title, load, draw) {
 }
 
 /** Replace the page's content, keeping focus on the control that had it (by data-key); on a
- *  new page, focus moves to its heading (after the first page: a screen reader hears it). */
-function redraw(content, first) {
+ *  new page (`focusHeading`), focus moves to its heading, so a screen reader hears it. */
+function redraw(content, focusHeading) {
   const main = document.getElementById("main");
   const focused = document.activeElement && document.activeElement.dataset.key;
   main.replaceChildren(...[content].flat(Infinity).filter(Boolean));
@@ -197,7 +198,7 @@ function redraw(content, first) {
   const heading = main.querySelector("h1");
   if (heading) heading.tabIndex = -1;
   if (again) again.focus();
-  else if (first && moved && heading) heading.focus();
+  else if (focusHeading && heading) heading.focus();
 }
 
 function failure(title, error) {
@@ -257,7 +258,7 @@ function signIn(message) {
     "One of the relay's RELAY_API_TOKENS. It stays in this browser tab and is sent only to this relay."),
   h("button", { type: "submit" }, "Sign in"),
   error);
-  redraw([h("h1", {}, "Sign in"), form], true);
+  redraw([h("h1", {}, "Sign in"), form], false);
   input.focus();
 }
 
@@ -306,7 +307,7 @@ function jobsPage(params) {
 }
 
 function jobsTable(jobs) {
-  return h("table", { class: "list" },
+  return h("div", { class: "table-wrap" }, h("table", { class: "list" },
     h("caption", { class: "visually-hidden" }, "Jobs, newest subscription first"),
     h("thead", {}, h("tr", {}, ["Job", "Status", "Model", "Age", "Last poll", "Next poll",
       "Subscriptions"].map((c) => h("th", { scope: "col" }, c)))),
@@ -319,7 +320,7 @@ function jobsTable(jobs) {
       cell("td", { "data-label": "Age" }, when(job.created_at, true)),
       cell("td", { "data-label": "Last poll" }, when(job.last_polled_at)),
       cell("td", { "data-label": "Next poll" }, job.watching ? when(job.next_poll_at) : "finished"),
-      cell("td", { "data-label": "Subscriptions", class: "num" }, job.subscription_count)))));
+      cell("td", { "data-label": "Subscriptions", class: "num" }, job.subscription_count))))));
 }
 
 // ---------------------------------------------------------------- one job
@@ -348,8 +349,8 @@ function jobPage(jobId) {
   ]);
 }
 
-function fact(label, value) {
-  return h("div", {}, h("dt", {}, label), h("dd", {}, value));
+function fact(label, value, wide) {
+  return h("div", { class: wide ? "wide" : null }, h("dt", {}, label), h("dd", {}, value));
 }
 
 function timelineList(job, events) {
@@ -379,7 +380,7 @@ function subLink(sid) {
 }
 
 function subscriptionsTable(subs) {
-  return h("table", { class: "list" },
+  return h("div", { class: "table-wrap" }, h("table", { class: "list" },
     h("caption", { class: "visually-hidden" }, "This token's subscriptions of the job"),
     h("thead", {}, h("tr", {}, ["Subscription", "State", "Last status", "URL", "Created"]
       .map((c) => h("th", { scope: "col" }, c)))),
@@ -388,7 +389,7 @@ function subscriptionsTable(subs) {
       cell("td", { "data-label": "State" }, badge(s.state)),
       cell("td", { "data-label": "Last status" }, s.last_status || "—"),
       cell("td", { "data-label": "URL", class: "url" }, s.url),
-      cell("td", { "data-label": "Created" }, when(s.created_at))))));
+      cell("td", { "data-label": "Created" }, when(s.created_at)))))));
 }
 
 // ---------------------------------------------------------------- one subscription
@@ -405,11 +406,11 @@ function subscriptionPage(sid) {
     h("h1", {}, "Subscription ", h("span", { class: "id" }, sub.id)),
     h("dl", { class: "facts" },
       fact("State", badge(sub.state)),
-      fact("URL", h("span", { class: "url" }, sub.url)),
+      fact("URL", h("span", { class: "url" }, sub.url), true),
       fact("Events", sub.events.length === 8 ? "all" : sub.events.join(", ")),
       fact("Last status", sub.last_status || "—"),
       fact("Created", when(sub.created_at)),
-      fact("Metadata", h("code", { class: "json" }, JSON.stringify(sub.metadata)))),
+      fact("Metadata", h("code", { class: "json" }, JSON.stringify(sub.metadata)), true)),
     h("h2", {}, `Deliveries (${deliveries.length})`),
     deliveries.length ? deliveries.map((d) => deliveryCard(d, sub))
       : h("p", { class: "empty" }, "No webhook yet: the relay has not seen a status for this job."),
@@ -444,7 +445,7 @@ function redeliverButton(sid, d, disabled) {
 
 function attemptsTable(attempts) {
   if (!attempts.length) return h("p", { class: "muted" }, "No attempt yet.");
-  return h("table", { class: "list attempts" },
+  return h("div", { class: "table-wrap" }, h("table", { class: "list attempts" },
     h("caption", { class: "visually-hidden" }, "Attempts, oldest first"),
     h("thead", {}, h("tr", {}, ["#", "Time", "Status code", "Duration", "Error", "Response"]
       .map((c) => h("th", { scope: "col" }, c)))),
@@ -454,7 +455,7 @@ function attemptsTable(attempts) {
       cell("td", { "data-label": "Status code" }, codeBadge(a.status_code)),
       cell("td", { "data-label": "Duration", class: "num" }, `${a.duration_ms} ms`),
       cell("td", { "data-label": "Error" }, a.error || "—"),
-      cell("td", { "data-label": "Response" }, snippet(a.response_body))))));
+      cell("td", { "data-label": "Response" }, snippet(a.response_body)))))));
 }
 
 function codeBadge(code) {
@@ -512,7 +513,7 @@ function failedPage(params) {
 }
 
 function failedTable(deliveries) {
-  return h("table", { class: "list" },
+  return h("div", { class: "table-wrap" }, h("table", { class: "list" },
     h("caption", { class: "visually-hidden" }, "Failed deliveries"),
     h("thead", {}, h("tr", {}, ["Event", "Job", "Subscription", "Created", "Last attempt", "Redeliver"]
       .map((c) => h("th", { scope: "col" }, c)))),
@@ -528,7 +529,7 @@ function failedTable(deliveries) {
           ? [codeBadge(last.status_code), " ", when(last.at),
             last.error && h("span", { class: "detail" }, last.error)] : "none"),
         cell("td", { "data-label": "Redeliver" }, redeliverButton(d.subscription_id, d, false)));
-    })));
+    }))));
 }
 
 // ---------------------------------------------------------------- upstream health
