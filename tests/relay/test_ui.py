@@ -228,6 +228,11 @@ async def test_every_page_fits_360_px_and_works_by_keyboard(
         assert found["outside"] == [] and found["unlabelled"] == 0, (fragment, found)
         assert found["controls"] > 3, fragment
 
+    await open_hash(page, relay, "#/failed")
+    await page.get_by_role("button", name=re.compile("^Redeliver all failed since")).click()
+    await expect(page.locator(".result")).to_contain_text(
+        re.compile(r"Queued [12] deliver(y|ies) on 1 subscription\."), timeout=WAIT_MS)
+
     # Keyboard alone: Tab reaches the menu, the filters and each job; Enter opens one.
     await open_hash(page, relay, "#/jobs")
     await page.reload()  # focus starts at the top of the page
