@@ -115,10 +115,12 @@ def test_operation_conforms_and_never_5xx(loaded: Any, method: str, path: str) -
 async def seeded(settings: Settings, simulator: str, receiver: Receiver) -> dict[str, str]:
     """A completed job with one subscription whose delivery failed once then succeeded."""
     flush_redis()
-    sim_job(simulator, "job_seed", [("queued", 0), ("completed", 0.2)])
     receiver.plan["/seed"] = [500]
     app = create_app(settings)
     async with app.router.lifespan_context(app), running_worker(settings):
+        # Made once the worker runs, and `queued` for a second: on a busy machine a first poll
+        # later than that would see only `completed`, one delivery where two are awaited.
+        sim_job(simulator, "job_seed", [("queued", 0), ("completed", 1.0)])
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://relay",
                                      headers=AUTH) as client:

@@ -477,8 +477,8 @@ function snippet(body) {
 // ---------------------------------------------------------------- failed deliveries
 
 function failedPage(params) {
-  const initial = params.get("since") ? new Date(params.get("since"))
-    : new Date(Date.now() - 24 * 3600 * 1000);
+  const asked = new Date(params.get("since") || NaN);
+  const initial = isNaN(asked) ? new Date(Date.now() - 24 * 3600 * 1000) : asked;
   const since = initial.toISOString();
   const load = () => api(`deliveries${query({ status: "failed", since, limit: 100 })}`);
   const result = h("p", { class: "result", role: "status" });
