@@ -18,11 +18,13 @@ from starlette.routing import Route
 
 from config import Settings
 from relay import metrics
+from relay.api.dashboard import dashboard_routes
 from relay.api.openapi import openapi_document
 from relay.api.routes import routes, state
 from relay.api.state import AppState
 from relay.errors import InternalError, NotFoundError, RelayError, ValidationError
 from relay.store.store import Store
+from relay.ui import ui_mount
 
 log = logging.getLogger("relay.api")
 
@@ -42,8 +44,10 @@ def create_app(settings: Settings) -> Starlette:
     app = Starlette(
         routes=[
             *routes(),
+            *dashboard_routes(),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
+            ui_mount(),
         ],
         lifespan=lifespan,
         exception_handlers={

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from relay.events import decode_events
-from relay.times import iso
+from relay.times import iso, parse_time
 
 
 def subscription(sub: dict[str, str]) -> dict[str, Any]:
@@ -53,3 +53,45 @@ def job_view(job_id: str, watch: dict[str, str], subs: list[dict[str, Any]]) -> 
         "polls": int(watch.get("polls") or 0),
         "subscriptions": subs,
     }
+
+
+def _moment(value: str | None) -> str | None:
+    """A stored time as the API shows it; None for one out of range."""
+    try:
+        return iso(value)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def job_summary(job_id: str, watch: dict[str, str], subscriptions: int) -> dict[str, Any]:
+    """A row of `GET /v1/jobs`: the job as last polled, without its JSON."""
+    created = parse_time(watch.get("created_at")) or watch.get("started_at")
+    return {
+        "job_id": job_id,
+        "status": watch.get("status") or None,
+        "model": watch.get("model") or None,
+        "created_at": _moment(str(created)) if created else None,
+        "watching": watch.get("active") == "1",
+        "last_polled_at": _moment(watch.get("last_polled_at")),
+        "next_poll_at": _moment(watch.get("next_poll_at")),
+        "polls": int(watch.get("polls") or 0),
+        "subscription_count": subscriptions,
+    }
+
+
+def timeline(found: list[tuple[dict[str, str], list[str]]]) -> list[dict[str, Any]]:
+    """Each status the relay observed (one poll's observation), with the webhooks it produced,
+    oldest first."""
+    entries: dict[tuple[float, str], dict[str, Any]] = {}
+    for msg, attempts in found:
+        status = str(json.loads(msg["body"])["data"]["status"])
+        at = float(msg.get("observed_at") or msg["created_at"])
+        entry = entries.setdefault((at, status), {"status": status, "observed_at": iso(at),
+                                                  "webhooks": []})
+        entry["webhooks"].append({
+            "id": msg["id"], "subscription_id": msg["sub_id"], "event_type": msg["event_type"],
+            "status": msg["status"], "attempts": len(attempts),
+        })
+    for entry in entries.values():
+        entry["webhooks"].sort(key=lambda w: w["subscription_id"])
+    return [entries[key] for key in sorted(entries)]

@@ -6,6 +6,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from relay.delivery.urls import UnsafeURL, validate_url_syntax
@@ -123,3 +124,72 @@ def cursor(value: str | None) -> str | None:
     if not CURSOR.fullmatch(value):
         raise ValidationError("cursor is not one this API returned", field="cursor")
     return value
+
+
+# --- the dashboard's routes (relay/api/dashboard.py) ----------------------------------------
+
+STATUS = re.compile(r"[a-z_]{1,32}")
+DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+# A position in the list of deliveries: after a subscription, or after one of its deliveries.
+DELIVERY_CURSOR = re.compile(r"(sub_[0-9A-Z]{26})(?:\.(msg_[0-9A-Za-z]{1,64}))?")
+RETRY_FIELDS = {"since"}
+
+
+def job_status(value: str | None) -> str | None:
+    """A job status to filter by: Varg's, or the relay's `not_found` and `watch_expired`."""
+    if value is None or value == "":
+        return None
+    if not STATUS.fullmatch(value):
+        raise ValidationError("status must be a job status such as completed", field="status")
+    return value
+
+
+def job_query(value: str | None) -> str | None:
+    """Part of a job id to search for."""
+    if value is None or value == "":
+        return None
+    return job_id(value, field="q")
+
+
+def delivery_status(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in DELIVERY_STATUSES:
+        raise ValidationError(f"status must be one of {', '.join(DELIVERY_STATUSES)}",
+                              field="status")
+    return value
+
+
+def since(value: Any, required: bool = False) -> float | None:
+    """An ISO 8601 time (UTC when it has no offset), as Unix seconds."""
+    if value is None or value == "":
+        if required:
+            raise ValidationError("since is required: an ISO 8601 time", field="since")
+        return None
+    try:
+        if not isinstance(value, str) or len(value) > 64:
+            raise ValueError(value)
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
+        raise ValidationError(
+            "since must be an ISO 8601 time such as 2026-01-31T12:00:00Z", field="since"
+        ) from None
+
+
+def delivery_cursor(value: str | None) -> tuple[str, str | None] | None:
+    if value is None or value == "":
+        return None
+    found = DELIVERY_CURSOR.fullmatch(value)
+    if not found:
+        raise ValidationError("cursor is not one this API returned", field="cursor")
+    return found[1], found[2]
+
+
+def retry_since(body: dict[str, Any]) -> float:
+    unknown = sorted(set(body) - RETRY_FIELDS)
+    if unknown:
+        raise ValidationError(f"unknown field {_shown(unknown[0])}", field=unknown[0])
+    found = since(body.get("since"), required=True)
+    assert found is not None
+    return found

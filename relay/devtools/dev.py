@@ -91,6 +91,7 @@ def banner(token: str, secret: str, host: str, port: int, sim_port: int, redis_u
     return f"""
 varg-relay dev is running
   API            {api}   (token: {token})
+  dashboard      {api}/ui/   (sign in with the token)
   signing secret {secret}
   Varg simulator http://127.0.0.1:{sim_port}/v1
   Redis          {redis_url}

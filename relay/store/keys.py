@@ -20,6 +20,7 @@ RL_SEQ = PREFIX + "rl:seq"
 RL_CAP = PREFIX + "rl:cap"
 PAUSE = PREFIX + "pause"
 UPSTREAM_UNAUTHORIZED = PREFIX + "upstream:unauthorized"
+RATE_LIMITED = PREFIX + "upstream:429s"  # zset: when upstream answered 429
 DELIVERY_QUEUE = PREFIX + "deliveries"  # arq's queue of delivery chains
 
 # Keys of which there is one per record: the prefix, then the record's id.

@@ -21,6 +21,7 @@ store needs a single Redis, not a cluster):
     outboxes         set    subscriptions whose outbox is not empty (for the sweeper)
     finished         zset   finished subscriptions by finish time (for retention)
     rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
+    upstream:429s    zset   when Varg answered 429, for an hour (the dashboard's chart)
     durations        hash   run-time histogram per model: `model\tbucket` -> count
 """
 
@@ -28,7 +29,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
+import secrets
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -45,12 +48,14 @@ from relay.store.keys import (
     FINISHED,
     OUTBOXES,
     PAUSE,
+    RATE_LIMITED,
     RL_CAP,
     RL_PACE,
     RL_WINDOW,
     UPSTREAM_UNAUTHORIZED,
 )
 
+RATE_LIMITED_KEEP = 3600.0  # how long the 429s the dashboard charts are kept
 # Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
 SPILLED = ("url", "metadata")
 # The watch fields a lease returns per job, and a candidate comes with; the scripts are given
@@ -111,6 +116,15 @@ class Candidates:
     kicked: list[str]  # subscriptions that got events from the decisions written back
     reason: str  # due (candidates follow), idle (nothing due), budget (due jobs wait), pause
     jobs: list[LeasedJob]  # due jobs with CANDIDATE_FIELDS, not leased
+
+
+@dataclass(frozen=True)
+class UpstreamCounts:
+    requests: list[int]  # upstream requests per interval
+    rate_limited: list[int]  # 429s per interval
+    cap: int | None  # Varg's lower per-minute limit, while in force
+    unauthorized: bool  # Varg refused the key lately
+    paused_for: float  # seconds every worker still waits (after a 429 or 401)
 
 
 @dataclass(frozen=True)
@@ -319,6 +333,96 @@ class Store:
             pipe.zcount(DUE, "-inf", now)
             total, due = await pipe.execute()
         return int(total), int(due)
+
+    # --- dashboard reads (relay/api/dashboard.py) ------------------------------------------
+
+    async def owner_page_desc(self, owner: str, before: str | None, limit: int,
+                              inclusive: bool = False) -> list[str]:
+        """The owner's subscription ids, newest first, from just before `before` (or from it)."""
+        start = "+" if not before else f"{'[' if inclusive else '('}{before}"
+        ids: list[str] = await self.redis.zrevrangebylex(
+            key.owner(owner), start, "-", start=0, num=limit
+        )
+        return ids
+
+    async def subscription_fields(self, sids: list[str],
+                                  fields: tuple[str, ...]) -> list[dict[str, str]]:
+        """A few fields of each subscription ({} for one that is gone)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hmget(key.sub(sid), *fields)
+            found: list[list[str | None]] = await pipe.execute()
+        return [{f: v for f, v in zip(fields, values, strict=True) if v is not None}
+                for values in found]
+
+    async def jobs_subscription_ids(self, job_ids: list[str]) -> list[list[str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hkeys(key.jobsubs(job_id))
+            found: list[list[str]] = await pipe.execute()
+        return [sorted(f for f in fields if not f.startswith("d:")) for fields in found]
+
+    async def watch_hashes(self, job_ids: list[str]) -> list[dict[str, str]]:
+        """The watch hashes, without the job JSON ({} for a job no longer watched)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(key.watch(job_id))
+            found: list[dict[str, str]] = await pipe.execute()
+        return found
+
+    async def delivery_id_lists(self, sids: list[str]) -> list[list[str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.lrange(key.msgs(sid), 0, -1)
+            found: list[list[str]] = await pipe.execute()
+        return found
+
+    async def delivery_fields(self, mids: list[str],
+                              fields: tuple[str, ...]) -> list[dict[str, str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for mid in mids:
+                pipe.hmget(key.msg(mid), *fields)
+            found: list[list[str | None]] = await pipe.execute()
+        return [{f: v for f, v in zip(fields, values, strict=True) if v is not None}
+                for values in found]
+
+    async def note_rate_limited(self, count: int, now: float) -> None:
+        """Remember that Varg answered 429 `count` times (for the dashboard, an hour)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for _ in range(count):
+                pipe.zadd(RATE_LIMITED, {f"{now:.6f}:{secrets.token_hex(4)}": now})
+            pipe.zremrangebyscore(RATE_LIMITED, "-inf", now - RATE_LIMITED_KEEP)
+            pipe.expire(RATE_LIMITED, int(RATE_LIMITED_KEEP))
+            await pipe.execute()
+
+    async def upstream_counts(self, edges: list[float],
+                              rate_limited_edges: list[float]) -> UpstreamCounts:
+        """Upstream requests (the budget's window) between consecutive `edges`, 429s between
+        consecutive `rate_limited_edges`, and the state the workers share."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lo, hi in itertools.pairwise(edges):
+                pipe.zcount(RL_WINDOW, f"({lo}", hi)
+            for lo, hi in itertools.pairwise(rate_limited_edges):
+                pipe.zcount(RATE_LIMITED, f"({lo}", hi)
+            pipe.get(RL_CAP)
+            pipe.exists(UPSTREAM_UNAUTHORIZED)
+            pipe.pttl(PAUSE)
+            found = await pipe.execute()
+        n = len(edges) - 1
+        m = len(rate_limited_edges) - 1
+        cap, unauthorized, pause_ms = found[n + m:]
+        return UpstreamCounts(
+            requests=[int(c) for c in found[:n]],
+            rate_limited=[int(c) for c in found[n:n + m]],
+            cap=int(cap) if cap else None,
+            unauthorized=bool(unauthorized),
+            paused_for=max(0, int(pause_ms)) / 1000,
+        )
+
+    async def now(self) -> float:
+        """Redis's clock, which the budget's window uses."""
+        seconds, micros = await self.redis.time()
+        return float(seconds) + float(micros) / 1e6
 
     # --- retention -----------------------------------------------------------------------
 

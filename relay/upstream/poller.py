@@ -166,6 +166,8 @@ class Poller:
                         if r.outcome is Outcome.rate_limited)
             log.warning("upstream rate limit hit; every worker pauses %.1fs", pause)
             await self.res.store.pause_upstream(pause)
+            limited = sum(r.outcome is Outcome.rate_limited for r in results)
+            await self.res.store.note_rate_limited(limited, time.time())
         await self._auth_state(outcomes)
         await self._respect_rate_headers(results)
 

@@ -57,7 +57,9 @@ OPERATIONS = [
     ("GET", "/v1/subscriptions/{sid}"), ("DELETE", "/v1/subscriptions/{sid}"),
     ("GET", "/v1/subscriptions/{sid}/deliveries"),
     ("POST", "/v1/subscriptions/{sid}/deliveries/{mid}/retry"),
-    ("GET", "/v1/jobs/{job_id}"), ("GET", "/healthz"), ("GET", "/readyz"),
+    ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/events"),
+    ("GET", "/v1/deliveries"), ("POST", "/v1/deliveries/retry"), ("GET", "/v1/upstream"),
+    ("GET", "/healthz"), ("GET", "/readyz"),
     ("GET", "/metrics"), ("GET", "/openapi.json"),
 ]
 
@@ -113,10 +115,12 @@ def test_operation_conforms_and_never_5xx(loaded: Any, method: str, path: str) -
 async def seeded(settings: Settings, simulator: str, receiver: Receiver) -> dict[str, str]:
     """A completed job with one subscription whose delivery failed once then succeeded."""
     flush_redis()
-    sim_job(simulator, "job_seed", [("queued", 0), ("completed", 0.2)])
     receiver.plan["/seed"] = [500]
     app = create_app(settings)
     async with app.router.lifespan_context(app), running_worker(settings):
+        # Made once the worker runs, and `queued` for a second: on a busy machine a first poll
+        # later than that would see only `completed`, one delivery where two are awaited.
+        sim_job(simulator, "job_seed", [("queued", 0), ("completed", 1.0)])
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://relay",
                                      headers=AUTH) as client:
@@ -145,7 +149,8 @@ async def eventually_async(check: Any, timeout: float = 15.0) -> None:
         await asyncio.sleep(0.05)
 
 
-ID_OPERATIONS = [op for op in OPERATIONS if "{" in op[1]] + [("GET", "/v1/subscriptions")]
+ID_OPERATIONS = [op for op in OPERATIONS if "{" in op[1]] + [
+    ("GET", "/v1/subscriptions"), ("GET", "/v1/jobs"), ("GET", "/v1/deliveries")]
 
 
 @pytest.mark.parametrize(("method", "path"), ID_OPERATIONS)
