@@ -21,6 +21,8 @@ store needs a single Redis, not a cluster):
     outboxes         set    subscriptions whose outbox is not empty (for the sweeper)
     finished         zset   finished subscriptions by finish time (for retention)
     rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
+    upstream:*       what workers last found wrong with Varg, for /readyz: unauthorized (a 401),
+                     unreachable (no answer, with the reason); each expires unless refreshed
     durations        hash   run-time histogram per model: `model\tbucket` -> count
 """
 
@@ -48,6 +50,7 @@ PAUSE = P + "pause"
 RL_CAP = P + "rl:cap"
 DURATIONS = P + "durations"
 UPSTREAM_UNAUTHORIZED = P + "upstream:unauthorized"
+UPSTREAM_UNREACHABLE = P + "upstream:unreachable"
 # Subscription fields that subscribe.lua keeps in a key of their own when long (see above).
 SPILLED = ("url", "metadata")
 # The watch fields a lease returns per job, and a candidate comes with; the scripts are given
@@ -295,6 +298,17 @@ class Store:
 
     async def upstream_unauthorized(self) -> bool:
         return bool(await self.redis.exists(UPSTREAM_UNAUTHORIZED))
+
+    async def set_upstream_unreachable(self, reason: str, seconds: float) -> None:
+        await self.redis.set(UPSTREAM_UNREACHABLE, reason, ex=max(1, int(seconds)))
+
+    async def clear_upstream_unreachable(self) -> None:
+        await self.redis.delete(UPSTREAM_UNREACHABLE)
+
+    async def upstream_unreachable(self) -> str | None:
+        """Why a worker got no answer from Varg lately, or None."""
+        reason = await self.redis.get(UPSTREAM_UNREACHABLE)
+        return None if reason is None else str(reason)
 
     async def due_counts(self, now: float) -> tuple[int, int]:
         """(watched jobs, jobs whose poll time has passed)."""
