@@ -87,3 +87,9 @@ def test_continuation_lines_are_joined() -> None:
 ])
 def test_in_flow_order(types: list[str], ok: bool) -> None:
     assert smoke.in_flow_order(types) is ok
+
+
+def test_ci_runs_the_smoke_test_after_the_tests_and_fails_when_either_fails() -> None:
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "set -euo pipefail" in lines
+    assert lines.index("scripts/compose-smoke") > lines.index("scripts/test")
