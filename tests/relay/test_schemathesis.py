@@ -113,7 +113,9 @@ def test_operation_conforms_and_never_5xx(loaded: Any, method: str, path: str) -
 async def seeded(settings: Settings, simulator: str, receiver: Receiver) -> dict[str, str]:
     """A completed job with one subscription whose delivery failed once then succeeded."""
     flush_redis()
-    sim_job(simulator, "job_seed", [("queued", 0), ("completed", 0.2)])
+    # Completed a second after: the first poll, after the worker's start-up, must still see it
+    # queued (at 0.2 s a loaded machine missed it, and the fixture waited for two events).
+    sim_job(simulator, "job_seed", [("queued", 0), ("completed", 1.0)])
     receiver.plan["/seed"] = [500]
     app = create_app(settings)
     async with app.router.lifespan_context(app), running_worker(settings):
