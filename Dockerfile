@@ -4,7 +4,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
 
 # Exact versions, every file checked against its hash (scripts/lock writes requirements.lock).
 COPY requirements.lock /tmp/requirements.lock
@@ -18,7 +19,8 @@ COPY workers ./workers
 # The dependencies are in already: install only varg-relay itself, with the locked setuptools.
 RUN pip install --no-deps --no-build-isolation . && rm -rf build ./*.egg-info
 
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin relay
+# A plain (not --system) account: 10001 is above the system range, where useradd would warn.
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin relay
 USER 10001
 
 EXPOSE 8000 9100

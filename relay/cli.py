@@ -1,4 +1,4 @@
-"""`varg-relay api | worker | dev | simulate`."""
+"""`varg-relay api | worker | dev | simulate | inbox`."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8001)
     sim.add_argument("--rate-limit", type=int, default=None, help="requests/min, like Varg")
     sim.set_defaults(run=run_simulate)
+    inbox = sub.add_parser("inbox", help="a test receiver that verifies webhooks (dev)")
+    inbox.add_argument("--host", default="127.0.0.1")
+    inbox.add_argument("--port", type=int, default=8002)
+    inbox.set_defaults(run=run_inbox)
     return root
 
 
@@ -95,6 +99,16 @@ def run_simulate(args: argparse.Namespace) -> None:
     app = create_simulator(api_key=os.environ.get("VARG_API_KEY") or "varg_sim",
                            rate_limit=args.rate_limit)
     print(f"Varg simulator on http://{args.host}:{args.port}/v1", flush=True)
+    asyncio.run(_serve_until_signal(http_server(app, args.host, args.port)))
+
+
+def run_inbox(args: argparse.Namespace) -> None:
+    from relay.devtools.dev import inbox_app
+    from relay.devtools.servers import http_server
+
+    settings = settings_for("signing_secrets")
+    print(f"inbox on http://{args.host}:{args.port}/_dev/inbox", flush=True)
+    app = inbox_app(settings.signing_secrets[0])
     asyncio.run(_serve_until_signal(http_server(app, args.host, args.port)))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from jsonschema import Draft201909Validator
+from jsonschema import Draft7Validator
 
 from config import load_settings
 from config.settings import setting_docs
@@ -20,17 +20,18 @@ ENV_EXAMPLE = ROOT / ".env.example"
 SCHEMA = Path(__file__).parent / "data" / "compose-spec.json"
 
 # Variables that only docker compose reads (host ports), never varg-relay.
-COMPOSE_ONLY = {"API_PORT", "SIMULATOR_PORT"}
+COMPOSE_ONLY = {"API_PORT", "SIMULATOR_PORT", "INBOX_PORT"}
+DEV_ONLY = {"simulator", "inbox"}
 VARIABLE = re.compile(r"\b[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+\b")
 ASSIGNMENT = re.compile(r"^#?\s*([A-Z][A-Z0-9_]*)=(.*)$", re.MULTILINE)
 
 
-def compose_spec() -> Draft201909Validator:
-    # The schema says "$schema": "http://json-schema.org/draft/2019-09/schema#", a spelling
-    # jsonschema does not look up (it knows https://...), so name the draft here.
+def compose_spec() -> Draft7Validator:
+    # The schema says "$schema": "https://json-schema.org/draft-07/schema", a spelling
+    # jsonschema does not look up (it knows http://...#), so name the draft here.
     schema = json.loads(SCHEMA.read_text())
-    Draft201909Validator.check_schema(schema)
-    return Draft201909Validator(schema)
+    Draft7Validator.check_schema(schema)
+    return Draft7Validator(schema)
 
 
 def compose() -> dict[str, Any]:
@@ -57,7 +58,7 @@ def test_the_schema_rejects_an_unknown_service_key() -> None:
     assert not compose_spec().is_valid(broken)
 
 
-@pytest.mark.parametrize("name", ["redis", "api", "worker", "simulator"])
+@pytest.mark.parametrize("name", ["redis", "api", "worker", "simulator", "inbox"])
 def test_every_service_has_a_healthcheck(name: str) -> None:
     healthcheck = services()[name]["healthcheck"]
     assert healthcheck["test"][0] == "CMD"
@@ -67,7 +68,14 @@ def test_every_service_has_a_healthcheck(name: str) -> None:
 def test_every_depends_on_waits_for_a_healthy_service() -> None:
     for name, service in services().items():
         for needed, how in service.get("depends_on", {}).items():
-            assert how == {"condition": "service_healthy"}, (name, needed)
+            assert how["condition"] == "service_healthy", (name, needed)
+            # A service outside the dev profile may wait for a dev one only where it runs.
+            assert how.get("required", True) is (needed not in DEV_ONLY or name in DEV_ONLY)
+
+
+def test_the_worker_waits_for_the_simulator_in_the_dev_profile() -> None:
+    assert services()["worker"]["depends_on"]["simulator"] == {
+        "condition": "service_healthy", "required": False}
 
 
 def test_api_and_worker_wait_for_redis() -> None:
@@ -96,15 +104,21 @@ def test_api_healthcheck_asks_readyz() -> None:
     assert api["command"] == ["api", "--host", "0.0.0.0", "--port", "8000"]
 
 
-def test_simulator_runs_only_in_the_dev_profile() -> None:
-    simulator = services()["simulator"]
-    assert simulator["profiles"] == ["dev"]
-    assert simulator["command"] == ["simulate", "--host", "0.0.0.0", "--port", "8001"]
-    assert all("profiles" not in s for n, s in services().items() if n != "simulator")
+def test_simulator_and_inbox_run_only_in_the_dev_profile() -> None:
+    assert services()["simulator"]["command"] == [
+        "simulate", "--host", "0.0.0.0", "--port", "8001"]
+    assert services()["inbox"]["command"] == ["inbox", "--host", "0.0.0.0", "--port", "8002"]
+    for name, service in services().items():
+        assert service.get("profiles") == (["dev"] if name in DEV_ONLY else None), name
+
+
+def test_dev_services_publish_their_ports_on_loopback_only() -> None:
+    for name in DEV_ONLY:
+        assert all(port.startswith("127.0.0.1:") for port in services()[name]["ports"]), name
 
 
 def test_relay_services_read_settings_from_the_env_file() -> None:
-    for name in ("api", "worker", "simulator"):
+    for name in ("api", "worker", "simulator", "inbox"):
         assert services()[name]["env_file"] == ".env"
 
 
@@ -133,3 +147,4 @@ def test_env_example_values_start_every_role_against_the_simulator() -> None:
     settings.require("api_tokens", "signing_secrets", "varg_api_key")
     assert settings.varg_api_url == "http://simulator:8001/v1"
     assert settings.redis_url == "redis://redis:6379/0"
+    assert settings.allow_private_callbacks  # the dev profile's inbox is a private address

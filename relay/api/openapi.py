@@ -181,7 +181,7 @@ PATHS: dict[str, Any] = {
     "/healthz": {"get": {"operationId": "healthz", "security": [],
                          "responses": {"200": {"description": "the process lives"}}}},
     "/readyz": {"get": {"operationId": "readyz", "security": [], "responses": {
-        "200": {"description": "Redis answers and the upstream key is accepted"},
+        "200": {"description": "Redis answers; Varg answers and accepts the key"},
         "503": {"description": "not ready; `reason` says why"}}}},
     "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {
         "200": {"description": "Prometheus text format",

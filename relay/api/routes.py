@@ -157,10 +157,14 @@ async def readyz(request: Request) -> Response:
     try:
         await store.ping()
         unauthorized = await store.upstream_unauthorized()
+        unreachable = await store.upstream_unreachable()
     except Exception:
         return JSONResponse({"status": "unavailable", "reason": "redis: not answering"}, 503)
     if unauthorized:
         return JSONResponse({"status": "unavailable", "reason": "upstream: unauthorized"}, 503)
+    if unreachable is not None:
+        return JSONResponse(
+            {"status": "unavailable", "reason": f"upstream: unreachable ({unreachable})"}, 503)
     return JSONResponse({"status": "ready"})
 
 

@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any
 
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -50,6 +51,11 @@ def inbox_routes(secret: str) -> list[Route]:
 
     return [Route("/_dev/inbox", receive, methods=["POST"]),
             Route("/_dev/inbox", show, methods=["GET"])]
+
+
+def inbox_app(secret: str) -> Starlette:
+    """`varg-relay inbox`: the same inbox alone, for a compose stack's dev profile."""
+    return Starlette(routes=inbox_routes(secret))
 
 
 async def run_dev(host: str, port: int, sim_port: int) -> None:

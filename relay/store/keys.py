@@ -20,6 +20,7 @@ RL_SEQ = PREFIX + "rl:seq"
 RL_CAP = PREFIX + "rl:cap"
 PAUSE = PREFIX + "pause"
 UPSTREAM_UNAUTHORIZED = PREFIX + "upstream:unauthorized"
+UPSTREAM_UNREACHABLE = PREFIX + "upstream:unreachable"
 RATE_LIMITED = PREFIX + "upstream:429s"  # zset: when upstream answered 429
 DELIVERY_QUEUE = PREFIX + "deliveries"  # arq's queue of delivery chains
 

@@ -22,6 +22,8 @@ store needs a single Redis, not a cluster):
     finished         zset   finished subscriptions by finish time (for retention)
     rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
     upstream:429s    zset   when Varg answered 429, for an hour (the dashboard's chart)
+    upstream:*       what workers last found wrong with Varg, for /readyz: unauthorized (a 401),
+                     unreachable (no answer, with the reason); each expires unless refreshed
     durations        hash   run-time histogram per model: `model\tbucket` -> count
 """
 
@@ -53,6 +55,7 @@ from relay.store.keys import (
     RL_PACE,
     RL_WINDOW,
     UPSTREAM_UNAUTHORIZED,
+    UPSTREAM_UNREACHABLE,
 )
 
 RATE_LIMITED_KEEP = 3600.0  # how long the 429s the dashboard charts are kept
@@ -325,6 +328,17 @@ class Store:
 
     async def upstream_unauthorized(self) -> bool:
         return bool(await self.redis.exists(UPSTREAM_UNAUTHORIZED))
+
+    async def set_upstream_unreachable(self, reason: str, seconds: float) -> None:
+        await self.redis.set(UPSTREAM_UNREACHABLE, reason, ex=max(1, int(seconds)))
+
+    async def clear_upstream_unreachable(self) -> None:
+        await self.redis.delete(UPSTREAM_UNREACHABLE)
+
+    async def upstream_unreachable(self) -> str | None:
+        """Why a worker got no answer from Varg lately, or None."""
+        reason = await self.redis.get(UPSTREAM_UNREACHABLE)
+        return None if reason is None else str(reason)
 
     async def due_counts(self, now: float) -> tuple[int, int]:
         """(watched jobs, jobs whose poll time has passed)."""

@@ -15,6 +15,7 @@ from relay.delivery.retry import parse_retry_after
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
 REQUIRED_FIELDS = ("job_id", "status", "model", "created_at")
+MAX_ERROR = 200  # characters of an exception's text kept as the reason Varg did not answer
 
 
 class Outcome(StrEnum):
@@ -35,6 +36,7 @@ class PollResult:
     status_code: int | None = None
     duration: float = 0.0
     rate_headers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None  # why no answer came (Outcome.timeout): "host:port: ConnectError: ..."
 
     @property
     def status(self) -> str | None:
@@ -78,15 +80,36 @@ class VargClient:
             response = await self._client.get(
                 f"{self._base_url}/jobs/{job_id}", headers=self._headers
             )
-        except httpx.TimeoutException:
-            return PollResult(Outcome.timeout, duration=time.monotonic() - started)
-        except httpx.HTTPError:
-            return PollResult(Outcome.timeout, duration=time.monotonic() - started)
+        except httpx.HTTPError as exc:  # a timeout, or the connection failed
+            return PollResult(Outcome.timeout, duration=time.monotonic() - started,
+                              error=self.describe(exc))
         result = classify(response, time.time())
         return PollResult(
             result.outcome, result.job, result.retry_after, result.status_code,
             time.monotonic() - started, result.rate_headers,
         )
+
+    async def probe(self) -> str | None:
+        """Does Varg answer at all? An unauthenticated GET of the base URL, so it spends none
+        of the key's budget; any HTTP status is an answer. Returns why it did not answer."""
+        try:
+            await self._client.get(self._base_url)
+        except httpx.HTTPError as exc:
+            return self.describe(exc)
+        return None
+
+    def describe(self, exc: Exception) -> str:
+        """`host:port: ConnectError: [Errno -2] Name or service not known` (no key, no path)."""
+        url = httpx.URL(self._base_url)
+        port = url.port or (443 if url.scheme == "https" else 80)
+        text = f"{url.host}:{port}: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
+        return text[:MAX_ERROR]
+
+
+def unreachable(errors: list[str | None]) -> str | None:
+    """Why Varg looks unreachable: no request of a batch (or probe) got an answer. None when
+    one did: a 5xx or a 401 is an answer, and has its own handling."""
+    return errors[0] if errors and all(errors) else None
 
 
 def new_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:

@@ -20,7 +20,7 @@ from relay.events import JobStatus
 from relay.resources import Resources
 from relay.store.decision import Decision
 from relay.store.store import Budget, Candidates, LeasedJob
-from relay.upstream.client import Outcome, PollResult
+from relay.upstream.client import Outcome, PollResult, unreachable
 from relay.upstream.policy import decide, rank
 from relay.upstream.runtimes import Limits, PollPolicy, parse_counts
 
@@ -37,6 +37,8 @@ BURST_SECONDS = 2.0  # the budget may run this far ahead of its pace (after an i
 MIN_CANDIDATES = 100  # due jobs ranked per step, at least (4 batches' worth when larger)
 
 RECHECK_SECONDS = 1.0  # when a kick found a chain already running: kick once more after this
+UNREACHABLE_TTL = 90.0  # /readyz names an unreachable upstream this long after the last miss
+PROBE_FIRST, PROBE_MAX = 1.0, 30.0  # idle and unreachable: probe after 1 s, 2 s, ... up to 30 s
 
 Kick = Callable[[str], Awaitable[bool]]  # start a subscription's delivery chain; was one queued
 
@@ -74,6 +76,10 @@ class Poller:
         self.candidates = max(MIN_CANDIDATES, 4 * s.poll_batch_size)
         self._stopping = asyncio.Event()
         self._unauthorized = False
+        self._unreachable = False
+        self._probed = False  # probe at the first idle step, then again only while unreachable
+        self._probe_at = 0.0  # monotonic time of the next probe
+        self._probe_wait = PROBE_FIRST
         self._pending: list[Decision] = []
         self._token = secrets.token_hex(8)
         self._policy_at = -math.inf
@@ -109,6 +115,7 @@ class Poller:
         if not found.jobs:
             if found.reason in ("budget", "pause"):
                 metrics.RATE_LIMIT_WAITS.labels(found.reason).inc()
+            await self._probe_when_due()
             return found.wait
         listed = time.monotonic()
         policy = await self._policy()
@@ -169,6 +176,7 @@ class Poller:
             limited = sum(r.outcome is Outcome.rate_limited for r in results)
             await self.res.store.note_rate_limited(limited, time.time())
         await self._auth_state(outcomes)
+        await self._reach_state([r.error for r in results])
         await self._respect_rate_headers(results)
 
     def _observe(self, job: LeasedJob, result: PollResult) -> None:
@@ -194,6 +202,31 @@ class Poller:
             log.info("upstream: authorized again")
             self._unauthorized = False
             await self.res.store.clear_upstream_unauthorized()
+
+    async def _probe_when_due(self) -> None:
+        """With nothing to poll, nothing says whether Varg answers: ask it at start, and
+        again while it does not (backing off), so /readyz shows a wrong VARG_API_URL at once."""
+        if (self._probed and not self._unreachable) or time.monotonic() < self._probe_at:
+            return
+        self._probed = True
+        error = await self.res.varg.probe()
+        self._probe_at = time.monotonic() + self._probe_wait
+        self._probe_wait = min(2 * self._probe_wait, PROBE_MAX)
+        await self._reach_state([error])
+
+    async def _reach_state(self, errors: list[str | None]) -> None:
+        reason = unreachable(errors)
+        if reason is not None:
+            if not self._unreachable:
+                log.error("upstream: unreachable (%s); polls back off", reason)
+            self._unreachable = True
+            await self.res.store.set_upstream_unreachable(reason, UNREACHABLE_TTL)
+        else:
+            self._probe_wait = PROBE_FIRST
+            if self._unreachable:
+                log.info("upstream: reachable again")
+                self._unreachable = False
+                await self.res.store.clear_upstream_unreachable()
 
     async def _respect_rate_headers(self, results: list[PollResult]) -> None:
         """Varg's `X-RateLimit-Limit` below the configured budget tightens it (its docs

@@ -898,6 +898,28 @@ async def test_readyz_names_upstream_auth_failure(api: httpx.AsyncClient, redis:
     assert (await api.get("/readyz")).status_code == 200
 
 
+async def test_readyz_names_an_unreachable_upstream_and_why(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    reason = "simulator:8001: ConnectError: [Errno -2] Name or service not known"
+    await Store(redis).set_upstream_unreachable(reason, 90)
+    response = await api.get("/readyz")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable",
+                               "reason": f"upstream: unreachable ({reason})"}
+    assert 0 < await redis.ttl("vr:upstream:unreachable") <= 90  # a dead worker's word expires
+    await Store(redis).clear_upstream_unreachable()
+    assert (await api.get("/readyz")).status_code == 200
+
+
+async def test_readyz_names_the_refused_key_before_an_unreachable_upstream(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    await Store(redis).set_upstream_unreachable("a:1: ReadTimeout", 90)
+    await Store(redis).set_upstream_unauthorized(60)
+    assert (await api.get("/readyz")).json()["reason"] == "upstream: unauthorized"
+
+
 async def test_readyz_is_503_when_redis_stops_answering(
     settings: Settings, redis: Redis
 ) -> None:

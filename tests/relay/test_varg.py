@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from relay.upstream.client import Outcome, PollResult, VargClient
+from relay.upstream.client import MAX_ERROR, Outcome, PollResult, VargClient, unreachable
 
 Handler = Callable[[httpx.Request], httpx.Response]
 JOB = {"job_id": "job_1", "status": "completed", "model": "fal:kling-v2.5",
@@ -160,3 +160,67 @@ async def test_rate_limit_headers_captured(code: int) -> None:
 
 async def test_no_rate_limit_headers() -> None:
     assert (await get_job(answer(200, JOB))).rate_headers == {}
+
+
+async def test_no_answer_says_why_and_where() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("[Errno -2] Name or service not known", request=request)
+
+    result = await get_job(handler)
+    assert result.error == "api.varg.test:443: ConnectError: [Errno -2] Name or service not known"
+
+
+async def test_a_timeout_without_text_is_named_by_its_kind() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("", request=request)
+
+    assert (await get_job(handler)).error == "api.varg.test:443: ReadTimeout"
+
+
+@pytest.mark.parametrize("code", [200, 401, 404, 500])
+async def test_an_answer_has_no_error(code: int) -> None:
+    assert (await get_job(answer(code, JOB if code == 200 else {}))).error is None
+
+
+async def probe(handler: Handler, base_url: str = "https://api.varg.test/v1/") -> str | None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        return await VargClient(base_url, "varg_key", http).probe()
+
+
+@pytest.mark.parametrize("code", [200, 401, 404, 503])
+async def test_probe_counts_any_status_as_an_answer(code: int) -> None:
+    assert await probe(answer(code, {})) is None
+
+
+async def test_probe_spends_no_budget_of_the_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(404)
+
+    await probe(handler)
+    assert [str(r.url) for r in seen] == ["https://api.varg.test/v1"]
+    assert "authorization" not in seen[0].headers
+
+
+async def test_probe_says_why_it_got_no_answer() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("All connection attempts failed", request=request)
+
+    reason = await probe(handler, "http://simulator:8001/v1")
+    assert reason == "simulator:8001: ConnectError: All connection attempts failed"
+
+
+def test_unreachable_only_when_nothing_answered() -> None:
+    assert unreachable(["a:1: ConnectError", "a:1: ReadTimeout"]) == "a:1: ConnectError"
+    assert unreachable(["a:1: ConnectError", None]) is None
+    assert unreachable([None]) is None
+    assert unreachable([]) is None
+
+
+async def test_a_long_reason_is_cut() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("x" * 1000, request=request)
+
+    assert len((await get_job(handler)).error or "") == MAX_ERROR
