@@ -77,7 +77,7 @@ async def create_subscription(request: Request) -> Response:
 
 
 async def owned_subscription(request: Request, owner: str) -> dict[str, str]:
-    sid = request.path_params["sid"]
+    sid = validation.subscription_id(request.path_params["sid"])
     sub = await state(request).store.subscription(sid)
     if sub is None or not hmac.compare_digest(sub.get("owner", ""), owner):
         raise NotFoundError(f"no subscription {sid}")
@@ -123,7 +123,7 @@ async def list_deliveries(request: Request) -> Response:
 
 async def retry_delivery(request: Request) -> Response:
     sub = await owned_subscription(request, owner_of(request))
-    mid = request.path_params["mid"]
+    mid = validation.delivery_id(request.path_params["mid"], sub["id"])
     st = state(request)
     found = await st.store.deliveries([mid])
     if not found or found[0][0].get("sub_id") != sub["id"]:

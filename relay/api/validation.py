@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.delivery.urls import UnsafeURL, validate_url_syntax
-from relay.errors import ValidationError
+from relay.errors import NotFoundError, ValidationError
 from relay.events import ALL_EVENTS
+from relay.ids import DELIVERY_ID, SUBSCRIPTION_ID
 
 JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 CURSOR = re.compile(r"sub_[0-9A-Z]{26}")
@@ -122,4 +123,17 @@ def cursor(value: str | None) -> str | None:
         return None
     if not CURSOR.fullmatch(value):
         raise ValidationError("cursor is not one this API returned", field="cursor")
+    return value
+
+
+def subscription_id(value: str) -> str:
+    """A path's subscription id: one of the shape the relay issues, else 404 (before Redis)."""
+    if not SUBSCRIPTION_ID.fullmatch(value):
+        raise NotFoundError(f"no subscription {value[:64]}")
+    return value
+
+
+def delivery_id(value: str, sid: str) -> str:
+    if not DELIVERY_ID.fullmatch(value):
+        raise NotFoundError(f"no delivery {value[:64]} for subscription {sid}")
     return value
