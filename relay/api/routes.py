@@ -7,12 +7,12 @@ import hmac
 import socket
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import metrics
 from relay.api import validation
-from relay.api.render import delivery, job_view, subscription
+from relay.api.render import JSONResponse, delivery, job_view, subscription
 from relay.api.state import AppState
 from relay.delivery.chain import kick
 from relay.delivery.urls import UnsafeURL, check_callback_url

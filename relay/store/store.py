@@ -86,8 +86,9 @@ def _script(*names: str) -> str:
 
 
 def compact_json(value: Any) -> str:
-    """JSON without spaces, as the rest of an event body is; shorter values stay in the hash."""
-    return json.dumps(value, separators=(",", ":"))
+    """JSON without spaces, as the rest of an event body is; shorter values stay in the hash.
+    Strict: NaN or Infinity raise ValueError rather than reach a webhook body."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def dedupe_digest(owner: str, url: str, events: list[str]) -> str:

@@ -3,6 +3,7 @@ subscriptions. Through ASGITransport, against a real Redis."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 from config import Settings
 from relay.store import keys
 from tests.conftest import OTHER_TOKEN, api_client
-from tests.relay.test_api import HOOK, assert_error, create
+from tests.relay.test_api import HOOK, assert_error, assert_validation, create
 
 Json = dict[str, Any]
 
@@ -72,3 +73,81 @@ async def test_a_job_id_with_colons_is_an_ordinary_job_id(api: httpx.AsyncClient
     for job_id in ("a:b:url", "a:b:metadata", "a", "seq", "a:b:"):
         assert_error(await api.get(f"/v1/jobs/{job_id}"), 404, "NotFoundError")
     assert (await api.get("/v1/jobs/a:b")).status_code == 200
+
+
+# --- lone surrogates and other JSON that cannot be written back out ------------------------
+
+SURROGATES = ["\\ud800", "\\udfff", "\\uDBFF", "a\\ud800b", "\\ude00\\ud83d"]  # as JSON escapes
+
+
+def body_with(field: str, text: str) -> bytes:
+    """A subscription body whose `field` holds the raw JSON text `text`."""
+    fields = {"job_id": '"job_1"', "url": json.dumps(HOOK), field: text}
+    return ("{" + ",".join(f'"{k}":{v}' for k, v in fields.items()) + "}").encode()
+
+
+@pytest.mark.parametrize("escape", SURROGATES)
+@pytest.mark.parametrize("field, template", [
+    ("metadata", '{"k":"%s"}'), ("metadata", '{"%s":1}'), ("metadata", '{"a":[{"b":["%s"]}]}'),
+    ("url", '"http://127.0.0.1:9/%s"'), ("job_id", '"job%s"'), ("events", '["%s"]'),
+])
+async def test_a_lone_surrogate_escape_is_refused_naming_its_field(
+    api: httpx.AsyncClient, field: str, template: str, escape: str
+) -> None:
+    raw = body_with(field, template % escape)
+    response = await api.post("/v1/subscriptions", content=raw,
+                              headers={"content-type": "application/json"})
+    assert_validation(response, field)
+    assert (await api.get("/v1/subscriptions")).json()["data"] == []
+
+
+@pytest.mark.parametrize("encoded", [b"\xed\xa0\x80", b"\xed\xbf\xbf", b"\xff", b"\xc0\xaf"])
+async def test_raw_bytes_that_are_not_utf8_are_refused(
+    api: httpx.AsyncClient, encoded: bytes
+) -> None:
+    raw = b'{"job_id": "job_1", "url": "' + HOOK.encode() + b'", "metadata": {"k": "' + encoded
+    response = await api.post("/v1/subscriptions", content=raw + b'"}}')
+    assert_validation(response, None)
+
+
+async def test_a_lone_surrogate_in_a_field_name_is_refused(api: httpx.AsyncClient) -> None:
+    raw = b'{"job_id": "job_1", "url": "' + HOOK.encode() + b'", "x\\ud800": 1}'
+    body = assert_validation(await api.post("/v1/subscriptions", content=raw), None)
+    assert "surrogate" in body["message"]
+
+
+async def test_a_surrogate_pair_is_a_character_and_round_trips(api: httpx.AsyncClient) -> None:
+    raw = body_with("metadata", '{"face":"\\ud83d\\ude00"}')
+    response = await api.post("/v1/subscriptions", content=raw)
+    assert response.status_code == 201, response.text
+    sid = response.json()["id"]
+    assert (await api.get(f"/v1/subscriptions/{sid}")).json()["metadata"] == {"face": "😀"}
+
+
+async def test_a_record_poisoned_before_the_checks_does_not_break_listings(
+    api: httpx.AsyncClient, redis: Redis
+) -> None:
+    """Data written before these checks (or by any other path) is shown, cleaned: never a 500
+    for every listing until retention ends."""
+    sid = (await create(api))["id"]
+    await redis.hset(keys.sub(sid), "metadata", '{"k":"\\ud800","n":NaN}')
+    mid = "msg_0000000000000000001"
+    await redis.hset(keys.msg(mid), mapping={
+        "id": mid, "sub_id": sid, "event_type": "job.completed", "status": "succeeded",
+        "next_attempt_at": "", "created_at": "1.0",
+        "body": '{"data":{"job":{"progress":NaN,"size":Infinity,"m":"\\udc00"}}}'})
+    await redis.rpush(keys.msgs(sid), mid)
+    listed = await api.get("/v1/subscriptions")
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["data"][0]["metadata"] == {"k": "\ufffd", "n": None}
+    assert (await api.get(f"/v1/subscriptions/{sid}")).status_code == 200
+    found = await api.get(f"/v1/subscriptions/{sid}/deliveries")
+    assert found.status_code == 200, found.text
+    assert found.json()["data"][0]["payload"] == {
+        "data": {"job": {"progress": None, "size": None, "m": "\ufffd"}}}
+    for response in (listed, found):
+        json.loads(response.content, parse_constant=_not_json)  # strict: no NaN, valid UTF-8
+
+
+def _not_json(name: str) -> None:
+    raise AssertionError(f"{name} in a response")
