@@ -56,6 +56,14 @@ def parse_positive_duration(text: str) -> float:
     return seconds
 
 
+def parse_upstream_timeout(text: str) -> float:
+    """A whole upstream request's deadline: it must end well inside the 30 s poll lease."""
+    seconds = parse_positive_duration(text)
+    if seconds > 20:
+        raise ValueError(f"must be at most 20s (a poll lease lasts 30s), got {text!r}")
+    return seconds
+
+
 def parse_positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -176,6 +184,10 @@ class Settings:
     retention: float = _setting(
         "RELAY_RETENTION", "7d", parse_positive_duration,
         "how long finished subscriptions and delivery logs are kept",
+    )
+    upstream_timeout: float = _setting(
+        "RELAY_UPSTREAM_TIMEOUT", "10s", parse_upstream_timeout,
+        "longest one upstream request may take, body included; at most 20s (extension)",
     )
     poll_min_interval: float = _setting(
         "RELAY_POLL_MIN_INTERVAL", "1s", parse_positive_duration,

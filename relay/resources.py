@@ -38,7 +38,8 @@ def open_resources(
         settings=settings,
         redis=redis,
         store=Store(redis),
-        varg=VargClient(settings.varg_api_url, settings.varg_api_key, upstream),
+        varg=VargClient(settings.varg_api_url, settings.varg_api_key, upstream,
+                        deadline=settings.upstream_timeout),
         upstream_http=upstream,
         delivery_http=delivery,
     )
