@@ -16,6 +16,7 @@ from relay.delivery.urls import UnsafeURL, pinned_request_target
 from relay.version import VERSION
 
 RESPONSE_BODY_CAP = 1024  # bytes of a receiver's answer that are kept, and read
+ERROR_TEXT_CAP = 1024  # bytes of an attempt's error that are kept (and logged)
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ async def send(
 
     def done(code: int | None, error: str | None, text: str | None = None, **kw: Any) -> Attempt:
         ms = int((time.monotonic() - started) * 1000)
-        return Attempt(at, code, ms, error, text, **kw)
+        return Attempt(at, code, ms, None if error is None else capped(error), text, **kw)
 
     try:
         return await asyncio.wait_for(
@@ -110,14 +111,19 @@ async def _read_capped(response: httpx.Response) -> str:
         kept += chunk
         if len(kept) >= RESPONSE_BODY_CAP:
             break
-    text = kept[:RESPONSE_BODY_CAP].decode("utf-8", errors="replace")
-    # A replacement character takes three bytes: trim until the stored text fits the cap too.
-    while len(text.encode()) > RESPONSE_BODY_CAP:
-        text = text[:-1]
-    return text
+    return capped(kept[:RESPONSE_BODY_CAP].decode("utf-8", errors="replace"), RESPONSE_BODY_CAP)
+
+
+def capped(text: str, cap: int = ERROR_TEXT_CAP) -> str:
+    """`text` cut to at most `cap` bytes of UTF-8, never inside a character."""
+    if len(text) * 4 <= cap:  # cannot be over: a character is at most 4 bytes
+        return text
+    return text.encode("utf-8", errors="replace")[:cap].decode("utf-8", errors="ignore")
 
 
 def _error_text(response: httpx.Response) -> str:
     if 300 <= response.status_code < 400:
-        return f"redirect to {response.headers.get('location', '?')} (not followed)"
+        # A receiver chooses the Location, at any length: keep room for what follows it.
+        location = capped(response.headers.get("location", "?"), ERROR_TEXT_CAP - 64)
+        return f"redirect to {location} (not followed)"
     return f"HTTP {response.status_code}"

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 from relay.delivery import urls
 from relay.delivery.chain import classify
-from relay.delivery.send import RESPONSE_BODY_CAP, Attempt, send
+from relay.delivery.send import ERROR_TEXT_CAP, RESPONSE_BODY_CAP, Attempt, capped, send
 from relay.delivery.urls import parse_host_ip
 from tests.conftest import SECRET, ServerThread, eventually
 
@@ -99,6 +99,9 @@ class Behaviour:
                 return Response(("a" + "é" * 4000).encode(), media_type="text/plain")
             if name == "binary":
                 return Response(b"\xff" * 4096, media_type="application/octet-stream")
+            if name == "redirect-long":  # 60 KB of Location
+                return Response(status_code=302,
+                                headers={"location": self.base_url + "/" + "L" * 60_000})
             if name.startswith("redirect-"):
                 code = int(name.removeprefix("redirect-"))
                 return Response(status_code=code, headers={"location": self.base_url + "/target"})
@@ -248,6 +251,25 @@ async def test_a_redirect_is_not_followed_and_is_a_failure(
     assert behaviour.paths() == [f"redirect-{code}"]  # the Location was never requested
     assert classify(attempt, 1, SCHEDULE)[0] == "retry"
     assert classify(attempt, len(SCHEDULE) + 1, SCHEDULE) == ("failed", None)
+
+
+async def test_a_redirect_to_a_60kb_location_keeps_1kib_of_error(
+    client: httpx.AsyncClient, behaviour: Behaviour
+) -> None:
+    attempt = await post(client, f"{behaviour.base_url}/redirect-long")
+    assert attempt.status_code == 302 and attempt.error is not None
+    assert attempt.error.startswith(f"redirect to {behaviour.base_url}/LLL")
+    assert attempt.error.endswith("(not followed)")
+    assert len(attempt.error.encode()) <= ERROR_TEXT_CAP
+
+
+@pytest.mark.parametrize("text, cap, expected", [
+    ("abc", 2, "ab"), ("é" * 10, 5, "éé"), ("😀x", 3, ""), ("ok", 1024, "ok"),
+    ("a\ud800b" * 400, 1024, "a?b" * 341 + "a"),
+])
+def test_capped_never_cuts_inside_a_character(text: str, cap: int, expected: str) -> None:
+    assert capped(text, cap) == expected
+    assert len(capped(text, cap).encode()) <= cap
 
 
 # ---- timeouts -------------------------------------------------------------------------------
