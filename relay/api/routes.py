@@ -18,6 +18,7 @@ from relay.delivery.chain import kick
 from relay.delivery.urls import UnsafeURL, check_callback_url
 from relay.errors import AuthError, NotFoundError, PayloadTooLarge, ValidationError
 from relay.ids import new_id
+from relay.store.store import Resent
 
 
 def state(request: Request) -> AppState:
@@ -109,8 +110,8 @@ async def list_subscriptions(request: Request) -> Response:
 
 async def delete_subscription(request: Request) -> Response:
     sub = await owned_subscription(request, owner_of(request))
-    if sub["state"] != "deleted":
-        await state(request).store.delete(sub["id"])
+    if not await state(request).store.delete(sub["id"]):
+        raise NotFoundError(f"no subscription {sub['id']}")  # purged since it was read
     return Response(status_code=204)
 
 
@@ -125,14 +126,14 @@ async def retry_delivery(request: Request) -> Response:
     sub = await owned_subscription(request, owner_of(request))
     mid = validation.delivery_id(request.path_params["mid"], sub["id"])
     st = state(request)
-    found = await st.store.deliveries([mid])
-    if not found or found[0][0].get("sub_id") != sub["id"]:
-        raise NotFoundError(f"no delivery {mid} for subscription {sub['id']}")
-    if sub["state"] == "deleted":
+    resent = await st.store.resend(mid, sub["id"])
+    if resent is Resent.deleted:
         raise ValidationError("the subscription is deleted; nothing more is sent for it")
-    await st.store.resend(mid, sub["id"])
+    found = await st.store.deliveries([mid])
+    if resent is Resent.missing or not found:
+        raise NotFoundError(f"no delivery {mid} for subscription {sub['id']}")
     await kick(st.arq, sub["id"])
-    msg, attempts = (await st.store.deliveries([mid]))[0]
+    msg, attempts = found[0]
     return JSONResponse(delivery(msg, attempts), status_code=202)
 
 

@@ -30,6 +30,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -98,6 +99,15 @@ def dedupe_digest(owner: str, url: str, events: list[str]) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:16]).decode().rstrip("=")
 
 
+class Resent(StrEnum):
+    """What asking for a delivery again did (resend.lua)."""
+
+    queued = "queued"  # queued again, same webhook-id
+    pending = "pending"  # already queued: it is sent once
+    missing = "missing"  # no such delivery of that subscription (or it was purged)
+    deleted = "deleted"  # the subscription is deleted: nothing more is sent for it
+
+
 @dataclass(frozen=True)
 class LeasedJob:
     job_id: str
@@ -135,6 +145,7 @@ class Store:
         self._attempt = redis.register_script(_script("common", "attempt"))
         self._delete = redis.register_script(_script("common", "delete"))
         self._resend = redis.register_script(_script("resend"))
+        self._pause = redis.register_script(_script("pause"))
 
     # --- subscriptions -------------------------------------------------------------------
 
@@ -187,9 +198,10 @@ class Store:
         fields: list[str] = await self.redis.hkeys(key.jobsubs(job_id))
         return sorted(f for f in fields if not f.startswith("d:"))  # not the dedupe entries
 
-    async def delete(self, sid: str) -> None:
+    async def delete(self, sid: str) -> bool:
+        """Delete a subscription; False when there is none (it was purged)."""
         keys = [key.sub(sid), key.outbox(sid), OUTBOXES]
-        await self._delete(keys=keys, args=[sid])
+        return bool(await self._delete(keys=keys, args=[sid]))
 
     # --- deliveries ----------------------------------------------------------------------
 
@@ -206,9 +218,10 @@ class Store:
         pairs = zip(found[::2], found[1::2], strict=True)
         return [(msg, attempts) for msg, attempts in pairs if msg]
 
-    async def resend(self, mid: str, sid: str) -> bool:
-        keys = [key.msg(mid), key.outbox(sid), key.attempts(mid), OUTBOXES]
-        return bool(await self._resend(keys=keys, args=[mid, sid]))
+    async def resend(self, mid: str, sid: str) -> Resent:
+        """Queue a delivery of `sid` again, unless it is queued already, gone or deleted."""
+        keys = [key.msg(mid), key.outbox(sid), key.attempts(mid), OUTBOXES, key.sub(sid)]
+        return Resent(await self._resend(keys=keys, args=[mid, sid]))
 
     async def outbox_head(self, sid: str) -> tuple[dict[str, str], dict[str, str], int] | None:
         """The oldest undelivered event of a subscription, the subscription, and attempts so far."""
@@ -228,12 +241,13 @@ class Store:
 
     async def record_attempt(
         self, msg: dict[str, str], attempt: dict[str, Any], outcome: str, next_at: float | None
-    ) -> None:
+    ) -> bool:
+        """Record an attempt; False (nothing written) when the delivery was purged meanwhile."""
         mid, sid = msg["id"], msg["sub_id"]
         keys = [key.msg(mid), key.outbox(sid), key.sub(sid), key.attempts(mid),
                 OUTBOXES]
         args = [mid, json.dumps(attempt), outcome, "" if next_at is None else next_at]
-        await self._attempt(keys=keys, args=args)
+        return bool(await self._attempt(keys=keys, args=args))
 
     async def pending_outboxes(self) -> list[str]:
         return sorted(await self.redis.smembers(OUTBOXES))
@@ -289,10 +303,8 @@ class Store:
 
     async def pause_upstream(self, seconds: float) -> None:
         """Every worker stops polling for `seconds` (a 429's Retry-After, or a refused key)."""
-        millis = max(1, int(seconds * 1000))
-        current = await self.redis.pttl(PAUSE)
-        if current < millis:
-            await self.redis.set(PAUSE, "1", px=millis)
+        """A pause in force that is longer stays: a pause only ever grows (atomically)."""
+        await self._pause(keys=[PAUSE], args=[max(1, int(seconds * 1000))])
 
     async def cap_upstream(self, per_minute: int, seconds: float) -> bool:
         """Varg's own per-minute limit for the key, when below ours; True when it is news."""
