@@ -185,6 +185,10 @@ class Settings:
         "RELAY_RETENTION", "7d", parse_positive_duration,
         "how long finished subscriptions and delivery logs are kept",
     )
+    max_subscriptions_per_token: int = _setting(
+        "RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN", "10000", parse_positive_int,
+        "most active subscriptions one API token may hold; past it 429 (extension)",
+    )
     upstream_timeout: float = _setting(
         "RELAY_UPSTREAM_TIMEOUT", "10s", parse_upstream_timeout,
         "longest one upstream request may take, body included; at most 20s (extension)",

@@ -16,9 +16,15 @@ from relay.api.render import JSONResponse, delivery, job_view, subscription
 from relay.api.state import AppState
 from relay.delivery.chain import kick
 from relay.delivery.urls import UnsafeURL, check_callback_url
-from relay.errors import AuthError, NotFoundError, PayloadTooLarge, ValidationError
+from relay.errors import (
+    AuthError,
+    NotFoundError,
+    PayloadTooLarge,
+    RateLimitError,
+    ValidationError,
+)
 from relay.ids import new_id
-from relay.store.store import Resent
+from relay.store.store import CapReached, Resent
 
 
 def state(request: Request) -> AppState:
@@ -65,10 +71,18 @@ async def create_subscription(request: Request) -> Response:
             raise ValidationError(str(exc), field="url") from None
         except (socket.gaierror, UnicodeError):
             pass  # contract: a name that does not resolve now is checked again at delivery
-    sid, created = await st.store.subscribe(
-        new_id("sub"), owner, new.job_id, new.url, new.events, new.metadata,
-        st.settings.watch_timeout,
-    )
+    cap = st.settings.max_subscriptions_per_token
+    try:
+        sid, created = await st.store.subscribe(
+            new_id("sub"), owner, new.job_id, new.url, new.events, new.metadata,
+            st.settings.watch_timeout, cap=cap,
+        )
+    except CapReached:
+        raise RateLimitError(
+            f"this token holds {cap} active subscriptions, its cap "
+            f"(RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN={cap}); delete some or wait for them to "
+            "finish (done, disabled and deleted ones do not count)"
+        ) from None
     sub = await st.store.subscription(sid)
     assert sub is not None
     if created:

@@ -20,6 +20,7 @@ store needs a single Redis, not a cluster):
     msgs:{sid}       list   every event of a subscription, oldest first
     outboxes         set    subscriptions whose outbox is not empty (for the sweeper)
     finished         zset   finished subscriptions by finish time (for retention)
+    active           hash   owner -> its active subscriptions (the cap counts these)
     rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
     durations        hash   run-time histogram per model: `model\tbucket` -> count
 """
@@ -41,6 +42,7 @@ from relay.events import EVENT_CODES, encode_events
 from relay.store import keys as key
 from relay.store.decision import Decision
 from relay.store.keys import (
+    ACTIVE,
     DUE,
     DURATIONS,
     FINISHED,
@@ -99,6 +101,14 @@ def dedupe_digest(owner: str, url: str, events: list[str]) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:16]).decode().rstrip("=")
 
 
+class CapReached(Exception):
+    """The owner already holds its cap of active subscriptions."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"cap of {cap} active subscriptions reached")
+        self.cap = cap
+
+
 class Resent(StrEnum):
     """What asking for a delivery again did (resend.lua)."""
 
@@ -151,14 +161,22 @@ class Store:
 
     async def subscribe(
         self, sid: str, owner: str, job_id: str, url: str, events: list[str],
-        metadata: dict[str, Any], watch_timeout: float,
+        metadata: dict[str, Any], watch_timeout: float, cap: int | None = None,
     ) -> tuple[str, bool]:
+        """(subscription id, created); a live duplicate is returned instead of a new one.
+        Raises CapReached when `owner` already holds `cap` active subscriptions."""
         keys = [key.sub(sid), key.owner(owner), key.jobsubs(job_id),
                 key.watch(job_id), DUE, key.job(job_id)]
         args = [sid, owner, job_id, url, encode_events(events), compact_json(metadata),
-                watch_timeout, dedupe_digest(owner, url, events)]
+                watch_timeout, dedupe_digest(owner, url, events), -1 if cap is None else cap]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
+        if created < 0:
+            raise CapReached(cap or 0)
         return str(found), bool(created)
+
+    async def active_count(self, owner: str) -> int:
+        """How many active subscriptions `owner` holds (what the cap counts)."""
+        return int(await self.redis.hget(ACTIVE, owner) or 0)
 
     async def subscription(self, sid: str) -> dict[str, str] | None:
         found = await self.subscriptions([sid])

@@ -3,6 +3,7 @@ subscriptions. Through ASGITransport, against a real Redis."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +14,7 @@ from redis.asyncio import Redis
 
 from config import Settings
 from relay.store import keys
-from tests.conftest import OTHER_TOKEN, api_client
+from tests.conftest import OTHER_TOKEN, SettingsFactory, api_client
 from tests.relay.test_api import HOOK, assert_error, assert_validation, create
 
 Json = dict[str, Any]
@@ -151,3 +152,63 @@ async def test_a_record_poisoned_before_the_checks_does_not_break_listings(
 
 def _not_json(name: str) -> None:
     raise AssertionError(f"{name} in a response")
+
+
+# --- a cap on the active subscriptions of one token ----------------------------------------
+
+
+@pytest.fixture
+async def capped(make_settings: SettingsFactory, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(make_settings(RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN="3")) as client:
+        yield client
+
+
+@pytest.fixture
+async def capped_bob(make_settings: SettingsFactory, redis: Redis
+                     ) -> AsyncIterator[httpx.AsyncClient]:
+    settings = make_settings(RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN="3")
+    async with api_client(settings, OTHER_TOKEN) as client:
+        yield client
+
+
+def assert_capped(response: httpx.Response, cap: int) -> None:
+    body = assert_error(response, 429, "RateLimitError")
+    assert set(body) == {"error", "message", "statusCode"}
+    assert f"cap (RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN={cap})" in body["message"]
+
+
+async def test_past_the_cap_a_token_gets_429_naming_it(
+    capped: httpx.AsyncClient, capped_bob: httpx.AsyncClient
+) -> None:
+    ids = [(await create(capped, job_id=f"job_{n}"))["id"] for n in range(3)]
+    assert_capped(await capped.post("/v1/subscriptions",
+                                     json={"job_id": "job_9", "url": HOOK}), 3)
+    # The same subscription again is not a new one: still 200 with the existing one.
+    again = await capped.post("/v1/subscriptions", json={"job_id": "job_0", "url": HOOK})
+    assert again.status_code == 200 and again.json()["id"] == ids[0]
+    # Another token has places of its own.
+    assert (await create(capped_bob, job_id="job_9"))["state"] == "active"
+    listed = (await capped.get("/v1/subscriptions")).json()["data"]
+    assert [s["id"] for s in listed] == ids
+
+
+async def test_a_deleted_subscription_frees_its_place_once(capped: httpx.AsyncClient) -> None:
+    ids = [(await create(capped, job_id=f"job_{n}"))["id"] for n in range(3)]
+    assert (await capped.delete(f"/v1/subscriptions/{ids[0]}")).status_code == 204
+    assert (await capped.delete(f"/v1/subscriptions/{ids[0]}")).status_code == 204
+    await create(capped, job_id="job_3")
+    assert_capped(await capped.post("/v1/subscriptions",
+                                     json={"job_id": "job_4", "url": HOOK}), 3)
+
+
+async def test_the_cap_holds_under_concurrent_creates(
+    make_settings: SettingsFactory, redis: Redis
+) -> None:
+    settings = make_settings(RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN="5")
+    async with api_client(settings) as client:
+        responses = await asyncio.gather(*(
+            client.post("/v1/subscriptions", json={"job_id": f"job_{n}", "url": HOOK})
+            for n in range(40)))
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] * 5 + [429] * 35
+    assert await redis.hget(keys.ACTIVE, next(iter(await redis.hkeys(keys.ACTIVE)))) == "5"

@@ -10,9 +10,10 @@ import time
 import pytest
 from redis.asyncio import Redis
 
+from relay.ids import new_id
 from relay.store import keys
-from relay.store.store import Resent, Store
-from tests.relay.test_store import ok, poll, subscribe
+from relay.store.store import CapReached, Resent, Store
+from tests.relay.test_store import OWNER, URL, ok, poll, subscribe
 
 ATTEMPT = {"at": 1.0, "status_code": 500, "error": "HTTP 500", "duration_ms": 1}
 
@@ -154,3 +155,57 @@ async def test_concurrent_pauses_keep_the_longest(store: Store, redis: Redis) ->
     lengths = [0.5, 40, 1, 2, 3, 0.2] * 10
     await asyncio.gather(*(store.pause_upstream(seconds) for seconds in lengths))
     assert await redis.pttl(keys.PAUSE) > 35_000
+
+
+# --- the per-owner count the subscription cap reads ----------------------------------------
+
+
+async def capped_subscribe(store: Store, job_id: str, cap: int = 1,
+                           events: list[str] | None = None) -> str:
+    sid, created = await store.subscribe(
+        new_id("sub"), OWNER, job_id, URL, events or ["job.queued", "job.completed"], {},
+        3600.0, cap=cap)
+    assert created
+    return sid
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed", "disabled"])
+async def test_a_subscription_finished_by_its_last_delivery_frees_its_place(
+    store: Store, outcome: str
+) -> None:
+    sid = await capped_subscribe(store, "job_i")
+    with pytest.raises(CapReached):
+        await capped_subscribe(store, "job_j")
+    await poll(store, {"job_i": ok("job_i", "completed")})
+    head = await store.outbox_head(sid)
+    assert head is not None
+    await store.record_attempt(head[0], ATTEMPT, outcome, None)
+    assert await store.active_count(OWNER) == 0
+    await capped_subscribe(store, "job_j")
+    assert await store.active_count(OWNER) == 1
+
+
+async def test_a_subscription_finished_without_a_delivery_frees_its_place(
+    store: Store
+) -> None:
+    """Its job ended with an event it did not ask for."""
+    await capped_subscribe(store, "job_k", events=["job.queued"])
+    await poll(store, {"job_k": ok("job_k", "completed")})
+    assert await store.active_count(OWNER) == 0
+    await capped_subscribe(store, "job_l")
+
+
+async def test_finishing_twice_frees_one_place(store: Store) -> None:
+    """A 410 after a DELETE, a second DELETE: the count drops once, never below the truth."""
+    first = await capped_subscribe(store, "job_m", cap=2)
+    await capped_subscribe(store, "job_n", cap=2)
+    await poll(store, {"job_m": ok("job_m", "queued"), "job_n": ok("job_n", "queued")})
+    head = await store.outbox_head(first)
+    assert head is not None
+    await store.delete(first)
+    await store.delete(first)
+    await store.record_attempt(head[0], ATTEMPT, "disabled", None)
+    assert await store.active_count(OWNER) == 1
+    await capped_subscribe(store, "job_o", cap=2)
+    with pytest.raises(CapReached):
+        await capped_subscribe(store, "job_p", cap=2)

@@ -13,9 +13,15 @@ end
 -- false, writing nothing, when the subscription is gone (purged) or already deleted.
 local function finish_sub(sid, state, now)
   local skey = K.sub .. sid
-  local found = redis.call('HMGET', skey, 'job_id', 'dedupe', 'state')
+  local found = redis.call('HMGET', skey, 'job_id', 'dedupe', 'state', 'owner')
   if not found[3] or found[3] == 'deleted' then return false end
   redis.call('HSET', skey, 'state', state, 'updated_at', ms(now))
+  if found[3] == 'active' then
+    -- It frees its place under the owner's cap (subscribe.lua counts the active ones).
+    if redis.call('HINCRBY', K.active, found[4], -1) <= 0 then
+      redis.call('HDEL', K.active, found[4])
+    end
+  end
   local subs_key = K.jobsubs .. found[1]
   redis.call('HSET', subs_key, sid, '0')
   local dedupe = 'd:' .. (found[2] or '')
