@@ -8,6 +8,7 @@ import httpx
 from redis.asyncio import Redis
 
 from config import Settings
+from relay.delivery.transport import new_delivery_client
 from relay.store.store import Store
 from relay.upstream.client import VargClient, new_http_client
 
@@ -27,13 +28,7 @@ def open_resources(
 ) -> Resources:
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     upstream = new_http_client(transport)
-    # Deliveries go to many hosts: keep fewer idle connections per host, never follow redirects.
-    delivery = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.delivery_timeout),
-        limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
-        follow_redirects=False,
-        transport=transport,
-    )
+    delivery = new_delivery_client(settings.delivery_timeout, transport=transport)
     return Resources(
         settings=settings,
         redis=redis,

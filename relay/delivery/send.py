@@ -12,7 +12,8 @@ import httpx
 
 from relay.delivery.retry import Failure, parse_retry_after
 from relay.delivery.signing import signature_header
-from relay.delivery.urls import UnsafeURL, pinned_request_target
+from relay.delivery.transport import pinned
+from relay.delivery.urls import UnsafeURL, pin_target
 from relay.version import VERSION
 
 RESPONSE_BODY_CAP = 1024  # bytes of a receiver's answer that are kept, and read
@@ -88,16 +89,17 @@ async def _post(
     client: httpx.AsyncClient, url: str, msg_id: str, body: bytes, secrets: tuple[str, ...],
     timeout: float, allow_private: bool, done: Any,
 ) -> Attempt:
-    target, extra_headers, extensions = await pinned_request_target(url, allow_private)
-    headers = webhook_headers(msg_id, body, secrets, int(time.time())) | extra_headers
+    pin = await pin_target(url, allow_private)
+    headers = webhook_headers(msg_id, body, secrets, int(time.time()))
     request = client.build_request(
-        "POST", target, content=body, headers=headers, timeout=timeout, extensions=extensions
+        "POST", url, content=body, headers=headers, timeout=timeout, extensions=pin.extensions()
     )
-    response = await client.send(request, stream=True, follow_redirects=False)
-    try:
-        text = await _read_capped(response)
-    finally:
-        await response.aclose()
+    with pinned(pin):  # a connection opened for this request goes to an address checked now
+        response = await client.send(request, stream=True, follow_redirects=False)
+        try:
+            text = await _read_capped(response)
+        finally:
+            await response.aclose()
     retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
     error = None if 200 <= response.status_code < 300 else _error_text(response)
     attempt: Attempt = done(response.status_code, error, text, retry_after=retry_after)
