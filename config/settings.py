@@ -209,6 +209,15 @@ class Settings:
         "RELAY_DELIVERY_CONCURRENCY", "50", parse_positive_int,
         "webhook deliveries one worker runs at once (extension)",
     )
+    delivery_concurrency_per_host: int = _setting(
+        "RELAY_DELIVERY_CONCURRENCY_PER_HOST", "10", parse_positive_int,
+        "webhook attempts one worker has in flight to one destination (address and port)"
+        " (extension)",
+    )
+    delivery_concurrency_per_tenant: int = _setting(
+        "RELAY_DELIVERY_CONCURRENCY_PER_TENANT", "25", parse_positive_int,
+        "webhook attempts one worker has in flight for one API token (extension)",
+    )
     metrics_port: int = _setting(
         "RELAY_METRICS_PORT", "9100", parse_port,
         "worker's Prometheus port; 0 turns it off (extension)",

@@ -8,6 +8,7 @@ import httpx
 from redis.asyncio import Redis
 
 from config import Settings
+from relay.delivery.slots import Slots
 from relay.delivery.transport import new_delivery_client
 from relay.store.store import Store
 from relay.upstream.client import VargClient, new_http_client
@@ -21,6 +22,7 @@ class Resources:
     varg: VargClient
     upstream_http: httpx.AsyncClient
     delivery_http: httpx.AsyncClient
+    slots: Slots
 
 
 def open_resources(
@@ -37,6 +39,8 @@ def open_resources(
                         deadline=settings.upstream_timeout),
         upstream_http=upstream,
         delivery_http=delivery,
+        slots=Slots(settings.delivery_concurrency_per_host,
+                    settings.delivery_concurrency_per_tenant, settings.delivery_timeout),
     )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,14 @@ from relay.version import VERSION
 
 RESPONSE_BODY_CAP = 1024  # bytes of a receiver's answer that are kept, and read
 ERROR_TEXT_CAP = 1024  # bytes of an attempt's error that are kept (and logged)
+
+# Given the destination an attempt is about to call ("address:port"), a place for it there, or
+# relay.delivery.slots.Busy, which send() lets through: then nothing was sent.
+Admit = Callable[[str], AbstractContextManager[object]]
+
+
+def _admit_all(destination: str) -> AbstractContextManager[object]:
+    return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ def webhook_headers(
 
 async def send(
     client: httpx.AsyncClient, url: str, msg_id: str, body: bytes, secrets: tuple[str, ...],
-    timeout: float, allow_private: bool,
+    timeout: float, allow_private: bool, admit: Admit = _admit_all,
 ) -> Attempt:
     started, at = time.monotonic(), time.time()
 
@@ -73,7 +83,8 @@ async def send(
 
     try:
         return await asyncio.wait_for(
-            _post(client, url, msg_id, body, secrets, timeout, allow_private, done), timeout
+            _post(client, url, msg_id, body, secrets, timeout, allow_private, admit, done),
+            timeout,
         )
     except (TimeoutError, httpx.TimeoutException):
         return done(None, f"timed out after {timeout:g}s", timed_out=True)
@@ -87,14 +98,16 @@ async def send(
 
 async def _post(
     client: httpx.AsyncClient, url: str, msg_id: str, body: bytes, secrets: tuple[str, ...],
-    timeout: float, allow_private: bool, done: Any,
+    timeout: float, allow_private: bool, admit: Admit, done: Any,
 ) -> Attempt:
     pin = await pin_target(url, allow_private)
     headers = webhook_headers(msg_id, body, secrets, int(time.time()))
     request = client.build_request(
         "POST", url, content=body, headers=headers, timeout=timeout, extensions=pin.extensions()
     )
-    with pinned(pin):  # a connection opened for this request goes to an address checked now
+    # A place at the destination first (or Busy); a connection opened for this request goes
+    # to an address checked now.
+    with admit(pin.destination), pinned(pin):
         response = await client.send(request, stream=True, follow_redirects=False)
         try:
             text = await _read_capped(response)

@@ -378,9 +378,12 @@ class Pin:
 
     @property
     def destination(self) -> str:
-        """The address and port actually called, however the URL spelt them."""
-        first = self.addresses[0]
-        return f"[{first}]:{self.port}" if ":" in first else f"{first}:{self.port}"
+        """The address and port called, however the URL spelt them (an IPv4-mapped IPv6
+        address is the IPv4 address it maps)."""
+        ip = ipaddress.ip_address(self.addresses[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return f"[{ip}]:{self.port}" if ip.version == 6 else f"{ip}:{self.port}"
 
     def extensions(self) -> dict[str, object]:
         return {} if self.sni_hostname is None else {"sni_hostname": self.sni_hostname}
