@@ -56,12 +56,13 @@ async def deliver(ctx: dict[str, Any], sid: str) -> None:
             raise Retry(defer=wait)
         if time.monotonic() + res.settings.delivery_timeout + MARGIN > budget_end:
             raise Retry(defer=0)  # continue in a fresh run, within arq's timeout
-        await attempt_once(res, msg, sub, attempts)
+        await attempt_once(res, msg, sub, attempts, int(ctx.get("job_try") or 1))
 
 
 async def attempt_once(
-    res: Resources, msg: dict[str, str], sub: dict[str, str], attempts: int
+    res: Resources, msg: dict[str, str], sub: dict[str, str], attempts: int, tries: int = 1
 ) -> None:
+    """One attempt at the head event; `tries` counts the chain's runs (arq's job_try)."""
     settings = res.settings
     owner = sub.get("owner", "")
     try:
@@ -69,7 +70,7 @@ async def attempt_once(
             res.delivery_http, sub["url"], msg["id"], msg["body"].encode(),
             settings.signing_secrets, settings.delivery_timeout,
             settings.allow_private_callbacks,
-            admit=lambda destination: res.slots.hold(destination, owner),
+            admit=lambda destination: res.slots.hold(destination, owner, tries),
         )
     except Busy as busy:
         # Nothing was sent. The chain keeps its place (and the subscription its order); a

@@ -9,8 +9,10 @@ and RELAY_DELIVERY_CONCURRENCY_PER_TENANT go out for one API token at once.
 A chain that finds its destination or tenant full does not wait for a place: waiting would
 hold a worker slot all the same. It raises `Busy`, and the chain is deferred (arq `Retry`,
 which keeps the subscription's chain, so its events keep their order and nothing is lost) for
-about as long as the attempts in flight there have been running: a fast receiver frees a
-place within milliseconds, one that never answers only at the timeout.
+about as long as the attempts in flight there have been running (a fast receiver frees a
+place within milliseconds, one that never answers only at the timeout), and longer each time
+the same chain is put off again, so hundreds of chains waiting on one receiver do not keep a
+worker busy picking them up.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ class Busy(Exception):
         self.defer = defer
 
 
-def defer_for(started: Iterable[float], now: float, most: float,
+def defer_for(started: Iterable[float], now: float, most: float, tries: int = 1,
               rng: random.Random | None = None) -> float:
-    """Seconds to defer a chain that found these attempts in flight (their start times)."""
+    """Seconds to defer a chain that found these attempts in flight (their start times), on
+    its `tries`th run: as long as the oldest has run, at least MIN_DEFER doubled per run."""
     oldest = now - min(started)
-    return min(most, max(MIN_DEFER, oldest)) * (1 + (rng or random).uniform(0, JITTER))
+    floor = MIN_DEFER * 2.0 ** min(tries - 1, 16)
+    return min(most, max(floor, oldest)) * (1 + (rng or random).uniform(0, JITTER))
 
 
 class Slots:
@@ -50,15 +54,16 @@ class Slots:
         self._tickets = itertools.count()
 
     @contextmanager
-    def hold(self, destination: str, tenant: str) -> Iterator[None]:
-        """A place for one attempt to `destination` for `tenant`, or Busy."""
+    def hold(self, destination: str, tenant: str, tries: int = 1) -> Iterator[None]:
+        """A place for one attempt to `destination` for `tenant`, or Busy (for a chain on its
+        `tries`th run)."""
         keys = (("host", "to " + destination, self.per_host),
                 ("tenant", "by " + tenant, self.per_tenant))
         now = time.monotonic()
         for reason, key, cap in keys:
             running = self._running.get(key, {})
             if len(running) >= cap:
-                raise Busy(reason, defer_for(running.values(), now, self.most_defer))
+                raise Busy(reason, defer_for(running.values(), now, self.most_defer, tries))
         ticket = next(self._tickets)
         for _, key, _ in keys:
             self._running.setdefault(key, {})[ticket] = now

@@ -61,5 +61,14 @@ def test_a_deferral_is_about_as_long_as_the_oldest_attempt_in_flight(
 ) -> None:
     rng = random.Random(7)
     for _ in range(20):
-        defer = defer_for([100.0 - oldest, 100.0], 100.0, 15.0, rng)
+        defer = defer_for([100.0 - oldest, 100.0], 100.0, 15.0, rng=rng)
+        assert expected <= defer <= expected * (1 + JITTER)
+
+
+@pytest.mark.parametrize("tries, expected", [(1, MIN_DEFER), (2, 2 * MIN_DEFER),
+                                             (5, 16 * MIN_DEFER), (40, 15.0)])
+def test_a_chain_put_off_again_waits_longer(tries: int, expected: float) -> None:
+    rng = random.Random(7)
+    for _ in range(20):
+        defer = defer_for([99.999], 100.0, 15.0, tries, rng)
         assert expected <= defer <= expected * (1 + JITTER)
