@@ -56,6 +56,14 @@ def parse_positive_duration(text: str) -> float:
     return seconds
 
 
+def parse_upstream_timeout(text: str) -> float:
+    """A whole upstream request's deadline: it must end well inside the 30 s poll lease."""
+    seconds = parse_positive_duration(text)
+    if seconds > 20:
+        raise ValueError(f"must be at most 20s (a poll lease lasts 30s), got {text!r}")
+    return seconds
+
+
 def parse_positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -177,6 +185,14 @@ class Settings:
         "RELAY_RETENTION", "7d", parse_positive_duration,
         "how long finished subscriptions and delivery logs are kept",
     )
+    max_subscriptions_per_token: int = _setting(
+        "RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN", "10000", parse_positive_int,
+        "most active subscriptions one API token may hold; past it 429 (extension)",
+    )
+    upstream_timeout: float = _setting(
+        "RELAY_UPSTREAM_TIMEOUT", "10s", parse_upstream_timeout,
+        "longest one upstream request may take, body included; at most 20s (extension)",
+    )
     poll_min_interval: float = _setting(
         "RELAY_POLL_MIN_INTERVAL", "1s", parse_positive_duration,
         "shortest gap between two polls of one job (extension)",
@@ -192,6 +208,15 @@ class Settings:
     delivery_concurrency: int = _setting(
         "RELAY_DELIVERY_CONCURRENCY", "50", parse_positive_int,
         "webhook deliveries one worker runs at once (extension)",
+    )
+    delivery_concurrency_per_host: int = _setting(
+        "RELAY_DELIVERY_CONCURRENCY_PER_HOST", "10", parse_positive_int,
+        "webhook attempts one worker has in flight to one destination (address and port)"
+        " (extension)",
+    )
+    delivery_concurrency_per_tenant: int = _setting(
+        "RELAY_DELIVERY_CONCURRENCY_PER_TENANT", "25", parse_positive_int,
+        "webhook attempts one worker has in flight for one API token (extension)",
     )
     metrics_port: int = _setting(
         "RELAY_METRICS_PORT", "9100", parse_port,

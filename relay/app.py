@@ -13,13 +13,14 @@ from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from config import Settings
 from relay import metrics
 from relay.api.dashboard import dashboard_routes
 from relay.api.openapi import openapi_document
+from relay.api.render import JSONResponse
 from relay.api.routes import routes, state
 from relay.api.state import AppState
 from relay.errors import InternalError, NotFoundError, RelayError, ValidationError

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32 keeps the order of the numbers
+
+# The shapes of the ids the relay issues; anything else names nothing (and must never reach
+# Redis as part of a key name). Delivery ids come from poll.lua: `msg_` + hex milliseconds
+# (11 digits until the year 2527) + an 8-digit hex sequence.
+SUBSCRIPTION_ID = re.compile(f"sub_[{_ALPHABET}]{{26}}")
+DELIVERY_ID = re.compile(r"msg_[0-9a-f]{19,24}")
 
 
 def _base32(number: int, width: int) -> str:

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+LOG_MESSAGE_CAP = 2048  # characters of one log message
 # Context fields that call sites pass with `extra=`; they become JSON keys.
 CONTEXT_FIELDS = ("job_id", "subscription_id", "webhook_id", "status", "duration_ms",
                   "status_code", "attempt", "event_type")
@@ -54,6 +55,22 @@ class Redact(logging.Filter):
         return text
 
 
+class CapMessages(logging.Filter):
+    """No log line carries an unbounded text (a receiver's Location header, an upstream's
+    status): messages past `cap` characters are cut, saying how much was left out."""
+
+    def __init__(self, cap: int = LOG_MESSAGE_CAP) -> None:
+        super().__init__()
+        self.cap = cap
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > self.cap:
+            left_out = len(message) - self.cap
+            record.msg, record.args = f"{message[: self.cap]}... ({left_out} more characters)", ()
+        return True
+
+
 def configure_logging(level: str, fmt: str, secrets: tuple[str, ...] = ()) -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
@@ -62,6 +79,7 @@ def configure_logging(level: str, fmt: str, secrets: tuple[str, ...] = ()) -> No
         else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     )
     handler.addFilter(Redact(secrets))
+    handler.addFilter(CapMessages())  # after Redact: a secret cut in two would not match
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

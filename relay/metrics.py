@@ -38,3 +38,9 @@ RATE_LIMIT_WAITS = Counter(
     "relay_rate_limit_waits_total", "Times a worker waited for the upstream budget", ["reason"]
 )
 SUBSCRIPTIONS = Counter("relay_subscriptions_created_total", "Subscriptions created")
+DELIVERIES_DEFERRED = Counter(
+    "relay_deliveries_deferred_total",
+    "Webhook attempts put off because their destination (host) or API token (tenant) had"
+    " as many in flight on this worker as allowed",
+    ["reason"],
+)

@@ -8,6 +8,8 @@ import httpx
 from redis.asyncio import Redis
 
 from config import Settings
+from relay.delivery.slots import Slots
+from relay.delivery.transport import new_delivery_client
 from relay.store.store import Store
 from relay.upstream.client import VargClient, new_http_client
 
@@ -20,6 +22,7 @@ class Resources:
     varg: VargClient
     upstream_http: httpx.AsyncClient
     delivery_http: httpx.AsyncClient
+    slots: Slots
 
 
 def open_resources(
@@ -27,20 +30,17 @@ def open_resources(
 ) -> Resources:
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     upstream = new_http_client(transport)
-    # Deliveries go to many hosts: keep fewer idle connections per host, never follow redirects.
-    delivery = httpx.AsyncClient(
-        timeout=httpx.Timeout(settings.delivery_timeout),
-        limits=httpx.Limits(max_connections=500, max_keepalive_connections=100),
-        follow_redirects=False,
-        transport=transport,
-    )
+    delivery = new_delivery_client(settings.delivery_timeout, transport=transport)
     return Resources(
         settings=settings,
         redis=redis,
         store=Store(redis),
-        varg=VargClient(settings.varg_api_url, settings.varg_api_key, upstream),
+        varg=VargClient(settings.varg_api_url, settings.varg_api_key, upstream,
+                        deadline=settings.upstream_timeout),
         upstream_http=upstream,
         delivery_http=delivery,
+        slots=Slots(settings.delivery_concurrency_per_host,
+                    settings.delivery_concurrency_per_tenant, settings.delivery_timeout),
     )
 
 

@@ -139,8 +139,10 @@ async def running_worker(
         yield worker
     finally:
         worker.allow_pick_jobs = False
-        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
-                               timeout=10)
-        await worker.close()
+        # Stop arq's loop first: it may be starting jobs it picked before the flag changed,
+        # which close() would then cancel half-way.
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        running = [t for t in worker.tasks.values() if not t.done()]
+        await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), timeout=10)
+        await worker.close()

@@ -20,7 +20,7 @@ from relay.api.render import delivery, job_summary, timeline
 from relay.api.routes import owner_of, read_body, state
 from relay.delivery.chain import kick
 from relay.errors import NotFoundError
-from relay.store.store import Store
+from relay.store.store import Resent, Store
 from relay.times import iso
 
 SCAN_CHUNK = 100  # subscriptions read per round trip
@@ -188,7 +188,7 @@ async def retry_failed(request: Request) -> Response:
     while True:
         sids = await st.store.owner_page_desc(owner, cursor, SCAN_CHUNK)
         for sid, mids in await _matching(st.store, sids, "failed", since):
-            resent = [await st.store.resend(mid, sid) for mid in reversed(mids)]
+            resent = [await st.store.resend(mid, sid) is Resent.queued for mid in reversed(mids)]
             if any(resent):
                 await kick(st.arq, sid)
                 queued += sum(resent)

@@ -119,7 +119,7 @@ PATHS: dict[str, Any] = {
             "responses": {
                 "200": _json(_ref("Subscription"), "the live subscription with these values"),
                 "201": _json(_ref("Subscription"), "created"),
-                **_errors(400, 413), **_AUTHED,
+                **_errors(400, 413, 429), **_AUTHED,
             },
         },
         "get": {

@@ -5,8 +5,23 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from starlette import responses
+
 from relay.events import decode_events
+from relay.strictjson import clean
 from relay.times import iso, parse_time
+
+
+class JSONResponse(responses.JSONResponse):
+    """Strict JSON (Starlette's renderer refuses NaN and cannot encode a lone surrogate). A
+    value that is not, stored before the input checks existed, is cleaned (NaN as null, a
+    lone surrogate as U+FFFD) instead of making every answer that shows it a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except ValueError:  # UnicodeEncodeError is one
+            return super().render(clean(content))
 
 
 def subscription(sub: dict[str, str]) -> dict[str, Any]:

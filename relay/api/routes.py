@@ -7,17 +7,24 @@ import hmac
 import socket
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import metrics
 from relay.api import validation
-from relay.api.render import delivery, job_view, subscription
+from relay.api.render import JSONResponse, delivery, job_view, subscription
 from relay.api.state import AppState
 from relay.delivery.chain import kick
 from relay.delivery.urls import UnsafeURL, check_callback_url
-from relay.errors import AuthError, NotFoundError, PayloadTooLarge, ValidationError
+from relay.errors import (
+    AuthError,
+    NotFoundError,
+    PayloadTooLarge,
+    RateLimitError,
+    ValidationError,
+)
 from relay.ids import new_id
+from relay.store.store import CapReached, Resent
 
 
 def state(request: Request) -> AppState:
@@ -64,10 +71,18 @@ async def create_subscription(request: Request) -> Response:
             raise ValidationError(str(exc), field="url") from None
         except (socket.gaierror, UnicodeError):
             pass  # contract: a name that does not resolve now is checked again at delivery
-    sid, created = await st.store.subscribe(
-        new_id("sub"), owner, new.job_id, new.url, new.events, new.metadata,
-        st.settings.watch_timeout,
-    )
+    cap = st.settings.max_subscriptions_per_token
+    try:
+        sid, created = await st.store.subscribe(
+            new_id("sub"), owner, new.job_id, new.url, new.events, new.metadata,
+            st.settings.watch_timeout, cap=cap,
+        )
+    except CapReached:
+        raise RateLimitError(
+            f"this token holds {cap} active subscriptions, its cap "
+            f"(RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN={cap}); delete some or wait for them to "
+            "finish (done, disabled and deleted ones do not count)"
+        ) from None
     sub = await st.store.subscription(sid)
     assert sub is not None
     if created:
@@ -77,7 +92,7 @@ async def create_subscription(request: Request) -> Response:
 
 
 async def owned_subscription(request: Request, owner: str) -> dict[str, str]:
-    sid = request.path_params["sid"]
+    sid = validation.subscription_id(request.path_params["sid"])
     sub = await state(request).store.subscription(sid)
     if sub is None or not hmac.compare_digest(sub.get("owner", ""), owner):
         raise NotFoundError(f"no subscription {sid}")
@@ -109,8 +124,8 @@ async def list_subscriptions(request: Request) -> Response:
 
 async def delete_subscription(request: Request) -> Response:
     sub = await owned_subscription(request, owner_of(request))
-    if sub["state"] != "deleted":
-        await state(request).store.delete(sub["id"])
+    if not await state(request).store.delete(sub["id"]):
+        raise NotFoundError(f"no subscription {sub['id']}")  # purged since it was read
     return Response(status_code=204)
 
 
@@ -123,16 +138,16 @@ async def list_deliveries(request: Request) -> Response:
 
 async def retry_delivery(request: Request) -> Response:
     sub = await owned_subscription(request, owner_of(request))
-    mid = request.path_params["mid"]
+    mid = validation.delivery_id(request.path_params["mid"], sub["id"])
     st = state(request)
-    found = await st.store.deliveries([mid])
-    if not found or found[0][0].get("sub_id") != sub["id"]:
-        raise NotFoundError(f"no delivery {mid} for subscription {sub['id']}")
-    if sub["state"] == "deleted":
+    resent = await st.store.resend(mid, sub["id"])
+    if resent is Resent.deleted:
         raise ValidationError("the subscription is deleted; nothing more is sent for it")
-    await st.store.resend(mid, sub["id"])
+    found = await st.store.deliveries([mid])
+    if resent is Resent.missing or not found:
+        raise NotFoundError(f"no delivery {mid} for subscription {sub['id']}")
     await kick(st.arq, sub["id"])
-    msg, attempts = (await st.store.deliveries([mid]))[0]
+    msg, attempts = found[0]
     return JSONResponse(delivery(msg, attempts), status_code=202)
 
 

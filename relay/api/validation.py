@@ -10,8 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from relay.delivery.urls import UnsafeURL, validate_url_syntax
-from relay.errors import ValidationError
+from relay.errors import NotFoundError, ValidationError
 from relay.events import ALL_EVENTS
+from relay.ids import DELIVERY_ID, SUBSCRIPTION_ID
+from relay.strictjson import is_strict
 
 JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 CURSOR = re.compile(r"sub_[0-9A-Z]{26}")
@@ -48,12 +50,29 @@ def _finite_float(text: str) -> float:
 
 def parse_body(raw: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(raw, parse_constant=_no_constants, parse_float=_finite_float)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise ValidationError("the body is not valid JSON") from None
+        # Strict UTF-8 first: json.loads(bytes) would let encoded surrogates (ED A0 80) through.
+        text = raw.decode("utf-8")
+        body = json.loads(text, parse_constant=_no_constants, parse_float=_finite_float)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise ValidationError("the body is not valid JSON in UTF-8") from None
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object")
+    _refuse_lone_surrogates(body)
     return body
+
+
+def _refuse_lone_surrogates(body: dict[str, Any]) -> None:
+    """A lone surrogate (`"\\ud800"`) parses, but can never be written out as UTF-8: stored,
+    it would break every answer that shows it. Name the field that holds one."""
+    if is_strict(body):
+        return
+    for name, value in body.items():
+        if not is_strict(name):
+            raise ValidationError("a field name holds a lone surrogate (\\ud800-\\udfff); "
+                                  "JSON text must be valid Unicode")
+        if not is_strict(value):
+            raise ValidationError(f"{name} holds a lone surrogate (\\ud800-\\udfff); JSON "
+                                  "text must be valid Unicode", field=name)
 
 
 def new_subscription(body: dict[str, Any]) -> NewSubscription:
@@ -193,3 +212,16 @@ def retry_since(body: dict[str, Any]) -> float:
     found = since(body.get("since"), required=True)
     assert found is not None
     return found
+
+
+def subscription_id(value: str) -> str:
+    """A path's subscription id: one of the shape the relay issues, else 404 (before Redis)."""
+    if not SUBSCRIPTION_ID.fullmatch(value):
+        raise NotFoundError(f"no subscription {value[:64]}")
+    return value
+
+
+def delivery_id(value: str, sid: str) -> str:
+    if not DELIVERY_ID.fullmatch(value):
+        raise NotFoundError(f"no delivery {value[:64]} for subscription {sid}")
+    return value

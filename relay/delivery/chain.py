@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 from relay import metrics
 from relay.delivery.retry import retry_delay
 from relay.delivery.send import Attempt, send
+from relay.delivery.slots import Busy
 from relay.resources import Resources
 from relay.store.keys import DELIVERY_QUEUE
 
@@ -55,17 +56,27 @@ async def deliver(ctx: dict[str, Any], sid: str) -> None:
             raise Retry(defer=wait)
         if time.monotonic() + res.settings.delivery_timeout + MARGIN > budget_end:
             raise Retry(defer=0)  # continue in a fresh run, within arq's timeout
-        await attempt_once(res, msg, sub, attempts)
+        await attempt_once(res, msg, sub, attempts, int(ctx.get("job_try") or 1))
 
 
 async def attempt_once(
-    res: Resources, msg: dict[str, str], sub: dict[str, str], attempts: int
+    res: Resources, msg: dict[str, str], sub: dict[str, str], attempts: int, tries: int = 1
 ) -> None:
+    """One attempt at the head event; `tries` counts the chain's runs (arq's job_try)."""
     settings = res.settings
-    attempt = await send(
-        res.delivery_http, sub["url"], msg["id"], msg["body"].encode(),
-        settings.signing_secrets, settings.delivery_timeout, settings.allow_private_callbacks,
-    )
+    owner = sub.get("owner", "")
+    try:
+        attempt = await send(
+            res.delivery_http, sub["url"], msg["id"], msg["body"].encode(),
+            settings.signing_secrets, settings.delivery_timeout,
+            settings.allow_private_callbacks,
+            admit=lambda destination: res.slots.hold(destination, owner, tries),
+        )
+    except Busy as busy:
+        # Nothing was sent. The chain keeps its place (and the subscription its order); a
+        # worker slot is not held waiting for the receiver to free one.
+        metrics.DELIVERIES_DEFERRED.labels(busy.reason).inc()
+        raise Retry(defer=busy.defer) from None
     outcome, delay = classify(attempt, attempts + 1 - int(msg.get("retry_base") or 0),
                               settings.retry_schedule)
     next_at = None if delay is None else time.time() + delay

@@ -15,17 +15,19 @@ import ipaddress
 import re
 import socket
 import unicodedata
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 import httpx
 
 __all__ = [
+    "Pin",
     "UnsafeURL",
     "check_callback_url",
     "is_forbidden_host",
     "is_forbidden_ip",
     "parse_host_ip",
-    "pinned_request_target",
+    "pin_target",
     "resolve_checked",
     "validate_url_syntax",
 ]
@@ -316,13 +318,14 @@ def _forbidden_message(host: str) -> str:
     )
 
 
-async def resolve_checked(host: str, port: int) -> list[str]:
-    """Resolve ``host`` and return its addresses, refusing if any of them is forbidden.
+async def resolve_checked(host: str, port: int, allow_private: bool = False) -> list[str]:
+    """Resolve ``host`` and return its addresses, refusing if any of them is forbidden (unless
+    ``allow_private``: then only resolved).
 
     Raises ``UnsafeURL`` for a forbidden host or address, and lets ``socket.gaierror`` through
     unchanged when the name does not resolve.
     """
-    if is_forbidden_host(host):
+    if not allow_private and is_forbidden_host(host):
         raise UnsafeURL(_forbidden_message(host))
     literal = parse_host_ip(host)
     if literal is not None:
@@ -334,7 +337,7 @@ async def resolve_checked(host: str, port: int) -> list[str]:
         if family not in (socket.AF_INET, socket.AF_INET6):
             continue
         ip = parse_host_ip(str(sockaddr[0]))
-        if ip is None or is_forbidden_ip(ip):
+        if ip is None or (not allow_private and is_forbidden_ip(ip)):
             raise UnsafeURL(_forbidden_message(host))
         text = _plain_str(ip)
         if text not in addresses:
@@ -362,25 +365,41 @@ async def check_callback_url(url: str, allow_private: bool) -> None:
         return
 
 
-async def pinned_request_target(
-    url: str, allow_private: bool
-) -> tuple[str, dict[str, str], dict[str, object]]:
-    """Delivery target: ``(url_to_request, extra_headers, httpx_extensions)``.
+@dataclass(frozen=True)
+class Pin:
+    """Where one delivery connects: the callback's host and port as in its URL (what the
+    connection pool, the Host header and TLS verification go by) and the addresses checked
+    for them, in order (relay/delivery/transport.py connects to these and nothing else)."""
 
-    The URL's host is replaced by the first checked IP address, the original host goes into the
-    ``Host`` header, and for https the ``sni_hostname`` extension makes httpcore use the original
-    name for TLS SNI and certificate hostname verification.
+    host: str
+    port: int
+    addresses: tuple[str, ...]
+    sni_hostname: str | None = None  # for an IP literal: its canonical form, which TLS checks
+
+    @property
+    def destination(self) -> str:
+        """The address and port called, however the URL spelt them (an IPv4-mapped IPv6
+        address is the IPv4 address it maps)."""
+        ip = ipaddress.ip_address(self.addresses[0])
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return f"[{ip}]:{self.port}" if ip.version == 6 else f"{ip}:{self.port}"
+
+    def extensions(self) -> dict[str, object]:
+        return {} if self.sni_hostname is None else {"sni_hostname": self.sni_hostname}
+
+
+async def pin_target(url: str, allow_private: bool) -> Pin:
+    """Check ``url`` for a delivery and resolve it: the addresses a connection may go to.
+
+    The addresses are checked unless ``allow_private`` (then only resolved, so dev and tests
+    take the same path). Raises ``UnsafeURL``, or ``socket.gaierror`` when the name does not
+    resolve.
     """
-    if allow_private:
-        return url, {}, {}
     validate_url_syntax(url)
     parsed = httpx.URL(url)
     host, port = _host_and_port(parsed)
-    addresses = await resolve_checked(host, port)
-    pinned = parsed.copy_with(host=addresses[0])
-    headers = {"host": parsed.netloc.decode("ascii")}
-    extensions: dict[str, object] = {}
-    if parsed.scheme == "https":
-        literal = parse_host_ip(host)
-        extensions["sni_hostname"] = host if literal is None else _plain_str(literal)
-    return str(pinned), headers, extensions
+    addresses = await resolve_checked(host, port, allow_private)
+    literal = parse_host_ip(host)
+    sni = None if literal is None or parsed.scheme != "https" else _plain_str(literal)
+    return Pin(host, port, tuple(addresses), sni)

@@ -12,6 +12,7 @@ PREFIX = "vr:"
 DUE = PREFIX + "due"
 OUTBOXES = PREFIX + "outboxes"
 FINISHED = PREFIX + "finished"
+ACTIVE = PREFIX + "active"  # hash: owner -> how many active subscriptions it holds
 DURATIONS = PREFIX + "durations"
 MSG_SEQ = PREFIX + "msg:seq"
 RL_WINDOW = PREFIX + "rl:window"
@@ -81,5 +82,5 @@ def msgs(sid: str) -> str:
 
 # The fixed keys the scripts use by name (K.finished, K.msg_seq, ...).
 LUA_FIXED = {
-    "finished": FINISHED, "msg_seq": MSG_SEQ, "rl_seq": RL_SEQ, "rl_cap": RL_CAP,
+    "finished": FINISHED, "active": ACTIVE, "msg_seq": MSG_SEQ, "rl_seq": RL_SEQ, "rl_cap": RL_CAP,
 }

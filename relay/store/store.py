@@ -20,6 +20,7 @@ store needs a single Redis, not a cluster):
     msgs:{sid}       list   every event of a subscription, oldest first
     outboxes         set    subscriptions whose outbox is not empty (for the sweeper)
     finished         zset   finished subscriptions by finish time (for retention)
+    active           hash   owner -> its active subscriptions (the cap counts these)
     rl:*, pause      the upstream budget and the deployment-wide pause after a 429 or 401
     upstream:429s    zset   when Varg answered 429, for an hour (the dashboard's chart)
     upstream:*       what workers last found wrong with Varg, for /readyz: unauthorized (a 401),
@@ -35,6 +36,7 @@ import itertools
 import json
 import secrets
 from dataclasses import dataclass
+from enum import StrEnum
 from importlib import resources
 from typing import Any
 
@@ -45,6 +47,7 @@ from relay.events import EVENT_CODES, encode_events
 from relay.store import keys as key
 from relay.store.decision import Decision
 from relay.store.keys import (
+    ACTIVE,
     DUE,
     DURATIONS,
     FINISHED,
@@ -94,8 +97,9 @@ def _script(*names: str) -> str:
 
 
 def compact_json(value: Any) -> str:
-    """JSON without spaces, as the rest of an event body is; shorter values stay in the hash."""
-    return json.dumps(value, separators=(",", ":"))
+    """JSON without spaces, as the rest of an event body is; shorter values stay in the hash.
+    Strict: NaN or Infinity raise ValueError rather than reach a webhook body."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def dedupe_digest(owner: str, url: str, events: list[str]) -> str:
@@ -103,6 +107,23 @@ def dedupe_digest(owner: str, url: str, events: list[str]) -> str:
     short enough to keep the hashes that hold it in Redis's compact encoding."""
     identity = json.dumps([owner, url, sorted(events)]).encode()
     return base64.urlsafe_b64encode(hashlib.sha256(identity).digest()[:16]).decode().rstrip("=")
+
+
+class CapReached(Exception):
+    """The owner already holds its cap of active subscriptions."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(f"cap of {cap} active subscriptions reached")
+        self.cap = cap
+
+
+class Resent(StrEnum):
+    """What asking for a delivery again did (resend.lua)."""
+
+    queued = "queued"  # queued again, same webhook-id
+    pending = "pending"  # already queued: it is sent once
+    missing = "missing"  # no such delivery of that subscription (or it was purged)
+    deleted = "deleted"  # the subscription is deleted: nothing more is sent for it
 
 
 @dataclass(frozen=True)
@@ -151,19 +172,28 @@ class Store:
         self._attempt = redis.register_script(_script("common", "attempt"))
         self._delete = redis.register_script(_script("common", "delete"))
         self._resend = redis.register_script(_script("resend"))
+        self._pause = redis.register_script(_script("pause"))
 
     # --- subscriptions -------------------------------------------------------------------
 
     async def subscribe(
         self, sid: str, owner: str, job_id: str, url: str, events: list[str],
-        metadata: dict[str, Any], watch_timeout: float,
+        metadata: dict[str, Any], watch_timeout: float, cap: int | None = None,
     ) -> tuple[str, bool]:
+        """(subscription id, created); a live duplicate is returned instead of a new one.
+        Raises CapReached when `owner` already holds `cap` active subscriptions."""
         keys = [key.sub(sid), key.owner(owner), key.jobsubs(job_id),
                 key.watch(job_id), DUE, key.job(job_id)]
         args = [sid, owner, job_id, url, encode_events(events), compact_json(metadata),
-                watch_timeout, dedupe_digest(owner, url, events)]
+                watch_timeout, dedupe_digest(owner, url, events), -1 if cap is None else cap]
         found, created = await self._subscribe(keys=keys, args=args)  # type: ignore[arg-type]
+        if created < 0:
+            raise CapReached(cap or 0)
         return str(found), bool(created)
+
+    async def active_count(self, owner: str) -> int:
+        """How many active subscriptions `owner` holds (what the cap counts)."""
+        return int(await self.redis.hget(ACTIVE, owner) or 0)
 
     async def subscription(self, sid: str) -> dict[str, str] | None:
         found = await self.subscriptions([sid])
@@ -203,9 +233,10 @@ class Store:
         fields: list[str] = await self.redis.hkeys(key.jobsubs(job_id))
         return sorted(f for f in fields if not f.startswith("d:"))  # not the dedupe entries
 
-    async def delete(self, sid: str) -> None:
+    async def delete(self, sid: str) -> bool:
+        """Delete a subscription; False when there is none (it was purged)."""
         keys = [key.sub(sid), key.outbox(sid), OUTBOXES]
-        await self._delete(keys=keys, args=[sid])
+        return bool(await self._delete(keys=keys, args=[sid]))
 
     # --- deliveries ----------------------------------------------------------------------
 
@@ -222,9 +253,10 @@ class Store:
         pairs = zip(found[::2], found[1::2], strict=True)
         return [(msg, attempts) for msg, attempts in pairs if msg]
 
-    async def resend(self, mid: str, sid: str) -> bool:
-        keys = [key.msg(mid), key.outbox(sid), key.attempts(mid), OUTBOXES]
-        return bool(await self._resend(keys=keys, args=[mid, sid]))
+    async def resend(self, mid: str, sid: str) -> Resent:
+        """Queue a delivery of `sid` again, unless it is queued already, gone or deleted."""
+        keys = [key.msg(mid), key.outbox(sid), key.attempts(mid), OUTBOXES, key.sub(sid)]
+        return Resent(await self._resend(keys=keys, args=[mid, sid]))
 
     async def outbox_head(self, sid: str) -> tuple[dict[str, str], dict[str, str], int] | None:
         """The oldest undelivered event of a subscription, the subscription, and attempts so far."""
@@ -244,12 +276,13 @@ class Store:
 
     async def record_attempt(
         self, msg: dict[str, str], attempt: dict[str, Any], outcome: str, next_at: float | None
-    ) -> None:
+    ) -> bool:
+        """Record an attempt; False (nothing written) when the delivery was purged meanwhile."""
         mid, sid = msg["id"], msg["sub_id"]
         keys = [key.msg(mid), key.outbox(sid), key.sub(sid), key.attempts(mid),
                 OUTBOXES]
         args = [mid, json.dumps(attempt), outcome, "" if next_at is None else next_at]
-        await self._attempt(keys=keys, args=args)
+        return bool(await self._attempt(keys=keys, args=args))
 
     async def pending_outboxes(self) -> list[str]:
         return sorted(await self.redis.smembers(OUTBOXES))
@@ -305,10 +338,8 @@ class Store:
 
     async def pause_upstream(self, seconds: float) -> None:
         """Every worker stops polling for `seconds` (a 429's Retry-After, or a refused key)."""
-        millis = max(1, int(seconds * 1000))
-        current = await self.redis.pttl(PAUSE)
-        if current < millis:
-            await self.redis.set(PAUSE, "1", px=millis)
+        """A pause in force that is longer stays: a pause only ever grows (atomically)."""
+        await self._pause(keys=[PAUSE], args=[max(1, int(seconds * 1000))])
 
     async def cap_upstream(self, per_minute: int, seconds: float) -> bool:
         """Varg's own per-minute limit for the key, when below ours; True when it is news."""

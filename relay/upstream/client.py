@@ -1,18 +1,27 @@
-"""The Varg client: `GET /jobs/{job_id}`, classified into what the poller must do next."""
+"""The Varg client: `GET /jobs/{job_id}`, classified into what the poller must do next.
+
+Varg is trusted to say what a job is, not to be well-behaved: each request has one deadline for
+the whole of it (httpx's timeouts bound each read, so a body trickling a byte at a time would
+hold the poll batch for as long as it trickles), the body is read up to a cap, and its JSON is
+made strict (relay/strictjson.py) before anything is stored or relayed.
+"""
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 import httpx
 
 from relay.delivery.retry import parse_retry_after
+from relay.strictjson import loads_lenient
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+DEFAULT_DEADLINE = 10.0  # seconds for a whole request, body included (RELAY_UPSTREAM_TIMEOUT)
+BODY_MAX_BYTES = 256 * 1024  # a JobResponse is a few hundred bytes; past this it is not one
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=50)
 REQUIRED_FIELDS = ("job_id", "status", "model", "created_at")
 MAX_ERROR = 200  # characters of an exception's text kept as the reason Varg did not answer
@@ -43,13 +52,14 @@ class PollResult:
         return None if self.job is None else str(self.job["status"])
 
 
-def classify(response: httpx.Response, now: float) -> PollResult:
+def classify(response: httpx.Response, now: float, content: bytes | None = None) -> PollResult:
+    """The result of one answer; `content` is its body when read apart (None: past the cap)."""
     code = response.status_code
     headers = {
         k.lower(): v for k, v in response.headers.items() if k.lower().startswith("x-ratelimit")
     }
     if code == 200:
-        job = parse_job(response.content)
+        job = parse_job(content) if content is not None else None
         outcome = Outcome.ok if job is not None else Outcome.malformed
         return PollResult(outcome, job=job, status_code=code, rate_headers=headers)
     retry_after = parse_retry_after(response.headers.get("retry-after"), now)
@@ -59,9 +69,11 @@ def classify(response: httpx.Response, now: float) -> PollResult:
 
 
 def parse_job(content: bytes) -> dict[str, Any] | None:
+    """A JobResponse, made strict JSON (NaN and 1e999 as null, lone surrogates as U+FFFD), or
+    None when the body is not one."""
     try:
-        job = json.loads(content)
-    except ValueError:
+        job = loads_lenient(content)
+    except (ValueError, RecursionError):
         return None
     if not isinstance(job, dict) or any(not isinstance(job.get(f), str) for f in REQUIRED_FIELDS):
         return None
@@ -69,31 +81,41 @@ def parse_job(content: bytes) -> dict[str, Any] | None:
 
 
 class VargClient:
-    def __init__(self, base_url: str, api_key: str | None, client: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, api_key: str | None, client: httpx.AsyncClient,
+                 deadline: float = DEFAULT_DEADLINE) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client
+        self._deadline = deadline
 
     async def get_job(self, job_id: str) -> PollResult:
         started = time.monotonic()
         try:
-            response = await self._client.get(
-                f"{self._base_url}/jobs/{job_id}", headers=self._headers
-            )
+            async with asyncio.timeout(self._deadline):
+                result = await self._fetch(job_id)
+        except TimeoutError:
+            return PollResult(Outcome.timeout, duration=time.monotonic() - started,
+                              error=f"no whole answer within {self._deadline:g}s")
         except httpx.HTTPError as exc:  # a timeout, or the connection failed
             return PollResult(Outcome.timeout, duration=time.monotonic() - started,
                               error=self.describe(exc))
-        result = classify(response, time.time())
-        return PollResult(
-            result.outcome, result.job, result.retry_after, result.status_code,
-            time.monotonic() - started, result.rate_headers,
-        )
+        return replace(result, duration=time.monotonic() - started)
+
+    async def _fetch(self, job_id: str) -> PollResult:
+        url = f"{self._base_url}/jobs/{job_id}"
+        async with self._client.stream("GET", url, headers=self._headers) as response:
+            # Only a 200's body is used; an error's status and headers say all that matters.
+            content = await read_capped(response) if response.status_code == 200 else b""
+        return classify(response, time.time(), content)
 
     async def probe(self) -> str | None:
         """Does Varg answer at all? An unauthenticated GET of the base URL, so it spends none
         of the key's budget; any HTTP status is an answer. Returns why it did not answer."""
         try:
-            await self._client.get(self._base_url)
+            async with asyncio.timeout(self._deadline):
+                await self._client.get(self._base_url)
+        except TimeoutError:
+            return f"no answer within {self._deadline:g}s"
         except httpx.HTTPError as exc:
             return self.describe(exc)
         return None
@@ -104,6 +126,20 @@ class VargClient:
         port = url.port or (443 if url.scheme == "https" else 80)
         text = f"{url.host}:{port}: {type(exc).__name__}" + (f": {exc}" if str(exc) else "")
         return text[:MAX_ERROR]
+
+
+async def read_capped(response: httpx.Response, cap: int = BODY_MAX_BYTES) -> bytes | None:
+    """The body, or None as soon as it passes `cap` bytes (it is never read whole)."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        return None
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > cap:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def unreachable(errors: list[str | None]) -> str | None:

@@ -25,7 +25,8 @@ from starlette.routing import Route
 
 from relay.delivery import urls
 from relay.delivery.chain import classify
-from relay.delivery.send import RESPONSE_BODY_CAP, Attempt, send
+from relay.delivery.send import ERROR_TEXT_CAP, RESPONSE_BODY_CAP, Attempt, capped, send
+from relay.delivery.transport import PinnedTransport
 from relay.delivery.urls import parse_host_ip
 from tests.conftest import SECRET, ServerThread, eventually
 
@@ -99,6 +100,9 @@ class Behaviour:
                 return Response(("a" + "é" * 4000).encode(), media_type="text/plain")
             if name == "binary":
                 return Response(b"\xff" * 4096, media_type="application/octet-stream")
+            if name == "redirect-long":  # 60 KB of Location
+                return Response(status_code=302,
+                                headers={"location": self.base_url + "/" + "L" * 60_000})
             if name.startswith("redirect-"):
                 code = int(name.removeprefix("redirect-"))
                 return Response(status_code=code, headers={"location": self.base_url + "/target"})
@@ -125,8 +129,9 @@ def behaviour() -> Iterator[Behaviour]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    # follow_redirects=True on purpose: the relay must refuse redirects whatever the client says.
-    async with httpx.AsyncClient(follow_redirects=True) as http:
+    """The delivery client a worker uses (its transport connects to checked addresses only);
+    follow_redirects=True on purpose: the relay must refuse redirects whatever the client says."""
+    async with httpx.AsyncClient(follow_redirects=True, transport=PinnedTransport()) as http:
         yield http
 
 
@@ -250,6 +255,25 @@ async def test_a_redirect_is_not_followed_and_is_a_failure(
     assert classify(attempt, len(SCHEDULE) + 1, SCHEDULE) == ("failed", None)
 
 
+async def test_a_redirect_to_a_60kb_location_keeps_1kib_of_error(
+    client: httpx.AsyncClient, behaviour: Behaviour
+) -> None:
+    attempt = await post(client, f"{behaviour.base_url}/redirect-long")
+    assert attempt.status_code == 302 and attempt.error is not None
+    assert attempt.error.startswith(f"redirect to {behaviour.base_url}/LLL")
+    assert attempt.error.endswith("(not followed)")
+    assert len(attempt.error.encode()) <= ERROR_TEXT_CAP
+
+
+@pytest.mark.parametrize("text, cap, expected", [
+    ("abc", 2, "ab"), ("é" * 10, 5, "éé"), ("😀x", 3, ""), ("ok", 1024, "ok"),
+    ("a\ud800b" * 400, 1024, "a?b" * 341 + "a"),
+])
+def test_capped_never_cuts_inside_a_character(text: str, cap: int, expected: str) -> None:
+    assert capped(text, cap) == expected
+    assert len(capped(text, cap).encode()) <= cap
+
+
 # ---- timeouts -------------------------------------------------------------------------------
 
 
@@ -341,8 +365,8 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, list[str]]]:
     real_forbidden, real_resolve = urls.is_forbidden_ip, urls.resolve_checked
     done: list[tuple[str, int, list[str]]] = []
 
-    async def resolve_checked(host: str, port: int) -> list[str]:
-        addresses = await real_resolve(host, port)
+    async def resolve_checked(host: str, port: int, allow_private: bool = False) -> list[str]:
+        addresses = await real_resolve(host, port, allow_private)
         done.append((host, port, addresses))
         return addresses
 
@@ -371,12 +395,17 @@ async def test_delivery_connects_to_the_checked_address_despite_rebinding(
     assert headers["webhook-id"] == "msg_safety"
 
 
-async def test_pinned_request_target_rewrites_only_the_host(
+async def test_a_pin_names_the_host_and_every_checked_address(
     resolver: Resolver, checks: list[tuple[str, int, list[str]]]
 ) -> None:
     resolver.answers["hooks.example.com"] = [["127.0.0.1", "93.184.215.14"]]
-    target, headers, extensions = await urls.pinned_request_target(
-        "http://hooks.example.com:8080/a/b?c=d", allow_private=False)
-    assert target == "http://127.0.0.1:8080/a/b?c=d"
-    assert headers == {"host": "hooks.example.com:8080"}
-    assert extensions == {}
+    pin = await urls.pin_target("http://hooks.example.com:8080/a/b?c=d", allow_private=False)
+    assert pin == urls.Pin("hooks.example.com", 8080, ("127.0.0.1", "93.184.215.14"))
+
+
+async def test_a_connection_without_a_pin_in_force_is_refused(behaviour: Behaviour) -> None:
+    """The delivery transport opens no connection it was not given checked addresses for."""
+    async with httpx.AsyncClient(transport=PinnedTransport()) as http:
+        with pytest.raises(httpx.ConnectError, match="no checked address"):
+            await http.post(behaviour.base_url + "/hook", content=BODY)
+    assert behaviour.paths() == []

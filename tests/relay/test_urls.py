@@ -13,17 +13,17 @@ import socket
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from relay.delivery import urls
 from relay.delivery.urls import (
+    Pin,
     UnsafeURL,
     check_callback_url,
     is_forbidden_host,
     is_forbidden_ip,
     parse_host_ip,
-    pinned_request_target,
+    pin_target,
     resolve_checked,
     validate_url_syntax,
 )
@@ -546,90 +546,60 @@ async def test_check_callback_url_syntax_is_checked_even_when_private_allowed() 
 # ---------------------------------------------------------------------------------------------
 
 
-async def test_pinned_target_allow_private_is_passthrough(resolver: Resolver) -> None:
-    url = "http://localhost:8000/hook"
-    assert await pinned_request_target(url, allow_private=True) == (url, {}, {})
-    assert resolver.lookups == []
+async def test_pinned_target_allow_private_resolves_without_checking(resolver: Resolver) -> None:
+    resolver.answers["hooks.internal"] = ["10.0.0.7"]
+    pin = await pin_target("http://hooks.internal:8000/hook", allow_private=True)
+    assert pin == Pin("hooks.internal", 8000, ("10.0.0.7",))
+    assert resolver.lookups == ["hooks.internal"]
 
 
-async def test_pinned_target_http_replaces_host_with_checked_ip(resolver: Resolver) -> None:
+async def test_pinned_target_http_keeps_the_name_and_pins_every_checked_ip(
+    resolver: Resolver,
+) -> None:
     resolver.answers["good.example"] = ["93.184.215.14", "93.184.215.15"]
-    target, headers, extensions = await pinned_request_target(
-        "http://good.example:8080/hook?a=%20b", allow_private=False
-    )
-    assert target == "http://93.184.215.14:8080/hook?a=%20b"
-    assert headers == {"host": "good.example:8080"}
-    assert extensions == {}
+    pin = await pin_target("http://good.example:8080/hook?a=%20b", allow_private=False)
+    assert pin == Pin("good.example", 8080, ("93.184.215.14", "93.184.215.15"))
+    assert pin.destination == "93.184.215.14:8080"
+    assert pin.extensions() == {}
 
 
-async def test_pinned_target_https_ipv6_sets_sni(resolver: Resolver) -> None:
+async def test_pinned_target_https_ipv6(resolver: Resolver) -> None:
     resolver.answers["good.example"] = ["2606:2800:21f:cb07:6820:80da:af6b:3c50"]
-    target, headers, extensions = await pinned_request_target(
-        "https://good.example/hook", allow_private=False
-    )
-    assert target == "https://[2606:2800:21f:cb07:6820:80da:af6b:3c50]/hook"
-    assert headers == {"host": "good.example"}
-    assert extensions == {"sni_hostname": "good.example"}
+    pin = await pin_target("https://good.example/hook", allow_private=False)
+    assert pin == Pin("good.example", 443, ("2606:2800:21f:cb07:6820:80da:af6b:3c50",))
+    assert pin.destination == "[2606:2800:21f:cb07:6820:80da:af6b:3c50]:443"
+    assert pin.extensions() == {}  # TLS checks the name in the URL, which it keeps
 
 
 async def test_pinned_target_https_idn_uses_punycode(resolver: Resolver) -> None:
     resolver.answers["xn--mnchen-3ya.de"] = ["93.184.215.14"]
-    target, headers, extensions = await pinned_request_target(
-        "https://münchen.de/hook", allow_private=False
-    )
-    assert target == "https://93.184.215.14/hook"
-    assert headers == {"host": "xn--mnchen-3ya.de"}
-    assert extensions == {"sni_hostname": "xn--mnchen-3ya.de"}
+    pin = await pin_target("https://münchen.de/hook", allow_private=False)
+    assert pin == Pin("xn--mnchen-3ya.de", 443, ("93.184.215.14",))
 
 
 async def test_pinned_target_odd_ip_literal_uses_canonical_sni(resolver: Resolver) -> None:
-    target, headers, extensions = await pinned_request_target(
-        "https://0x08080808/hook", allow_private=False
-    )
-    assert target == "https://8.8.8.8/hook"
-    assert headers == {"host": "0x08080808"}
-    assert extensions == {"sni_hostname": "8.8.8.8"}
+    pin = await pin_target("https://0x08080808/hook", allow_private=False)
+    assert pin == Pin("0x08080808", 443, ("8.8.8.8",), sni_hostname="8.8.8.8")
+    assert pin.extensions() == {"sni_hostname": "8.8.8.8"}
     assert resolver.lookups == []
 
 
 async def test_pinned_target_refuses_forbidden_resolution(resolver: Resolver) -> None:
     resolver.answers["rebind.example"] = ["127.0.0.1"]
     with pytest.raises(UnsafeURL):
-        await pinned_request_target("https://rebind.example/hook", allow_private=False)
+        await pin_target("https://rebind.example/hook", allow_private=False)
 
 
 async def test_pinned_target_refuses_forbidden_literal() -> None:
     with pytest.raises(UnsafeURL):
-        await pinned_request_target("http://[::1]:8000/hook", allow_private=False)
+        await pin_target("http://[::1]:8000/hook", allow_private=False)
 
 
 async def test_pinned_target_unresolvable_raises_gaierror() -> None:
     with pytest.raises(socket.gaierror):
-        await pinned_request_target("https://nonexistent.invalid/hook", allow_private=False)
+        await pin_target("https://nonexistent.invalid/hook", allow_private=False)
 
 
 async def test_pinned_target_refuses_bad_syntax() -> None:
     with pytest.raises(UnsafeURL):
-        await pinned_request_target("https://u:p@good.example/", allow_private=False)
-
-
-async def test_pinned_target_reaches_httpx_as_intended(resolver: Resolver) -> None:
-    """httpx keeps our Host header and passes sni_hostname down to the transport."""
-    resolver.answers["good.example"] = ["93.184.215.14"]
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(204)
-
-    target, headers, extensions = await pinned_request_target(
-        "https://good.example:8443/hook", allow_private=False
-    )
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
-        response = await client.post(target, headers=headers, extensions=extensions, json={})
-    assert response.status_code == 204
-    (request,) = seen
-    assert request.url.host == "93.184.215.14"
-    assert request.url.port == 8443
-    assert request.headers["host"] == "good.example:8443"
-    assert request.extensions["sni_hostname"] == "good.example"
+        await pin_target("https://u:p@good.example/", allow_private=False)

@@ -64,7 +64,9 @@ local function fan_out(d)
   for _, sid in ipairs(listening(subs_key)) do
     local skey = K.sub .. sid
     local sub = redis.call('HMGET', skey, 'state', 'last_status', 'metadata', 'events')
-    if sub[1] ~= 'active' then
+    if not sub[1] then
+      redis.call('HDEL', subs_key, sid)  -- purged: forget it, recreate nothing
+    elseif sub[1] ~= 'active' then
       redis.call('HSET', subs_key, sid, '0')
     elseif sub[2] ~= d.status then
       local wanted = string.find(sub[4], EVENT_CODES[d.event_type], 1, true)

@@ -2,8 +2,11 @@
 -- A live duplicate (same owner, job_id, url, events) is returned instead of a new one: the
 -- job's subscriptions hash maps `d:{digest}` to it (relay/store/store.py dedupe_digest).
 -- KEYS: sub, owner index, job's subscriptions, watch, due, job JSON
+-- An owner holds at most `cap` active subscriptions (-1: no cap); K.active counts them, and
+-- finish_sub (common.lua) gives the place back.
 -- ARGV: sid, owner, job_id, url, events (letters: relay/events.py), metadata_json,
---       watch_timeout, digest
+--       watch_timeout, digest, cap
+-- Returns {sid, 1} created, {existing sid, 0} folded into a live duplicate, {'', -1} over cap.
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1e6
 local dedupe = 'd:' .. ARGV[8]
@@ -11,6 +14,11 @@ local existing = redis.call('HGET', KEYS[3], dedupe)
 if existing and redis.call('HGET', K.sub .. existing, 'state') == 'active' then
   return {existing, 0}
 end
+local cap = tonumber(ARGV[9])
+if cap >= 0 and tonumber(redis.call('HGET', K.active, ARGV[2]) or '0') >= cap then
+  return {'', -1}
+end
+redis.call('HINCRBY', K.active, ARGV[2], 1)
 local sid = ARGV[1]
 local fields = {'owner', ARGV[2], 'job_id', ARGV[3], 'events', ARGV[5], 'state', 'active',
   'last_status', '', 'created_at', ms(now), 'updated_at', ms(now), 'dedupe', ARGV[8]}
