@@ -28,6 +28,7 @@ from relay.app import create_app
 from relay.devtools.redis_server import free_port
 from relay.devtools.simulator import create_simulator
 from relay.worker import running_worker
+from tests.support import eventually_sync
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -52,11 +53,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
+        eventually_sync(lambda: self.server.started, 10, what="the test server to start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -216,8 +213,6 @@ async def api(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClie
         yield client
 
 
-
-
 @pytest.fixture
 async def worker(settings: Settings, redis: Redis) -> AsyncIterator[Worker]:
     async with running_worker(settings) as w:
@@ -228,19 +223,3 @@ def sim_job(simulator: str, job_id: str, steps: list[tuple[str, float]], **extra
     timeline = [{"status": s, "after": a} for s, a in steps]
     body = {"job_id": job_id, "timeline": timeline, **extra}
     httpx.post(simulator + "/_sim/jobs", json=body).raise_for_status()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, every: float = 0.05) -> Any:
-    """Wait until `check()` is truthy (or its assertions pass); fail with its last error."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            error: Exception = AssertionError("condition stayed false")
-        except AssertionError as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            raise error
-        await asyncio.sleep(every)

@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -29,9 +29,9 @@ from tests.conftest import (
     Receiver,
     SettingsFactory,
     api_client,
-    eventually,
     sim_job,
 )
+from tests.support import eventually
 
 ALL_EVENTS = [
     "job.queued", "job.processing", "job.completed", "job.failed", "job.cancelled",
@@ -655,25 +655,11 @@ async def test_job_view_after_polling(
         assert view["status"] == "processing", view
         return view
 
-    view = await eventually_async(polled)
+    view = await eventually(polled)
     assert view["job"]["job_id"] == "job_polled"
     assert view["job"]["status"] == "processing"
     assert is_iso(view["last_polled_at"])
     assert view["subscriptions"][0]["last_status"] in (None, "processing")
-
-
-async def eventually_async(check: Callable[[], Coroutine[Any, Any, Json]],
-                           timeout: float = 15.0) -> Json:
-    """`eventually` for a coroutine check: its first result that raises no AssertionError."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if loop.time() > deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 # --- deliveries and retry (with the worker) --------------------------------------------------
@@ -705,7 +691,7 @@ async def test_deliveries_are_listed_oldest_first(
         assert [d["status"] for d in found] == ["succeeded"] * 3, found
         return {"data": found}
 
-    found = (await eventually_async(settled))["data"]
+    found = (await eventually(settled))["data"]
     assert [d["event_type"] for d in found] == expected
     assert [d["created_at"] for d in found] == sorted(d["created_at"] for d in found)
     webhook_ids = [r.webhook_id for r in receiver.received if r.path == "/d"]
@@ -733,7 +719,7 @@ async def test_failed_first_attempt_is_visible(
         assert len(found) == 1 and found[0]["status"] == "succeeded", found
         return found[0]
 
-    item = await eventually_async(retried)
+    item = await eventually(retried)
     assert item["event_type"] == "job.completed"
     assert len(item["attempts"]) == 2
     assert_attempt(item["attempts"][0], 500)
@@ -756,7 +742,7 @@ async def test_pending_delivery_shows_next_attempt(
         assert found and found[0]["attempts"], found
         return found[0]
 
-    item = await eventually_async(failing)
+    item = await eventually(failing)
     if item["status"] == "pending":
         assert is_iso(item["next_attempt_at"])
     assert_attempt(item["attempts"][0], 503)
@@ -775,7 +761,7 @@ async def test_retry_resends_with_the_same_webhook_id(
         assert len(found) == 1 and found[0]["status"] == "succeeded", found
         return found[0]
 
-    item = await eventually_async(delivered)
+    item = await eventually(delivered)
     path = f"/v1/subscriptions/{sub['id']}/deliveries/{item['id']}/retry"
     assert_error(await bob.post(path), 404, "NotFoundError")
 
@@ -793,7 +779,7 @@ async def test_retry_resends_with_the_same_webhook_id(
         assert len(found[0]["attempts"]) == 2 and found[0]["status"] == "succeeded", found
         return found[0]
 
-    await eventually_async(two_attempts)
+    await eventually(two_attempts)
 
 
 async def test_retry_with_a_delivery_of_another_subscription_is_404(
@@ -808,7 +794,7 @@ async def test_retry_with_a_delivery_of_another_subscription_is_404(
         assert found, found
         return found[0]
 
-    item = await eventually_async(delivered)
+    item = await eventually(delivered)
     response = await api.post(f"/v1/subscriptions/{two['id']}/deliveries/{item['id']}/retry")
     assert_error(response, 404, "NotFoundError")
 

@@ -27,7 +27,8 @@ from relay.delivery import urls
 from relay.delivery.chain import classify
 from relay.delivery.send import RESPONSE_BODY_CAP, Attempt, send
 from relay.delivery.urls import parse_host_ip
-from tests.conftest import SECRET, ServerThread, eventually
+from tests.conftest import SECRET, ServerThread
+from tests.support import eventually
 
 BIG = 5 * 1024 * 1024
 CHUNK = 64 * 1024

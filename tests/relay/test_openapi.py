@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -14,7 +13,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from relay.app import create_app
-from tests.conftest import OTHER_TOKEN, Receiver, api_client, eventually, sim_job
+from tests.conftest import OTHER_TOKEN, Receiver, api_client, sim_job
+from tests.support import eventually
 
 Json = dict[str, Any]
 DOC_URI = "urn:varg-relay:openapi"
@@ -282,14 +282,13 @@ async def test_delivery_responses_match_the_schemas(
     sid = checker.check(created, "/v1/subscriptions")["id"]
     await eventually(lambda: receiver.types("/o") == ["job.processing", "job.completed"])
 
-    found: list[Json] = []
-    for _ in range(300):
-        listed = await api.get(f"/v1/subscriptions/{sid}/deliveries")
-        found = checker.check(listed, "/v1/subscriptions/{sid}/deliveries")["data"]
-        if [d["status"] for d in found] == ["succeeded", "succeeded"]:
-            break
-        await asyncio.sleep(0.05)
-    assert [d["status"] for d in found] == ["succeeded", "succeeded"], found
+    async def listed() -> list[Json]:
+        answer = await api.get(f"/v1/subscriptions/{sid}/deliveries")
+        data: list[Json] = checker.check(answer, "/v1/subscriptions/{sid}/deliveries")["data"]
+        return data
+
+    found = await eventually(listed, until=lambda found: [d["status"] for d in found] == [
+        "succeeded", "succeeded"])
     assert found[0]["attempts"][0]["status_code"] == 500
     for item in found:
         checker.no_undocumented_fields(item, "Delivery")

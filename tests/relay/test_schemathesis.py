@@ -11,8 +11,6 @@ hand: `schemathesis.pytest.from_fixture` reads `request.node._nodeid`, gone in p
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +35,7 @@ from config import Settings
 from relay.api.openapi import openapi_document
 from relay.app import create_app
 from tests.conftest import REDIS_URL, TOKEN, Receiver, running_worker, sim_job
+from tests.support import eventually
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
@@ -133,16 +132,9 @@ async def seeded(settings: Settings, simulator: str, receiver: Receiver) -> dict
                 data = await delivered()
                 return len(data) >= 2 and all(d["status"] == "succeeded" for d in data)
 
-            await eventually_async(all_succeeded)
+            await eventually(all_succeeded, what="the seeded deliveries")
             mid = (await delivered())[0]["id"]
     return {"sid": sid, "mid": mid, "job_id": "job_seed"}
-
-
-async def eventually_async(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "the seeded deliveries did not succeed"
-        await asyncio.sleep(0.05)
 
 
 ID_OPERATIONS = [op for op in OPERATIONS if "{" in op[1]] + [("GET", "/v1/subscriptions")]

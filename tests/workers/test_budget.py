@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,6 +27,7 @@ from relay.store.store import Store
 from relay.upstream.poller import BURST_SECONDS
 from relay.worker import running_worker
 from tests.conftest import SIM_KEY, ServerThread, env_for, sim_job
+from tests.support import eventually
 
 OWNER = "0123456789abcdef0123456789abcdef"
 HOOK = "http://127.0.0.1:9/never-called"
@@ -96,15 +97,6 @@ async def settled(store: Store, job_ids: list[str]) -> bool:
     return all(lease is None for lease in leases)
 
 
-async def wait_until(probe: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    """Until `await probe()` is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{probe.__name__} still false after {timeout}s")
-        await asyncio.sleep(0.05)
-
-
 async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     """Four workers, 30 jobs that never finish and always want polling (intervals 100-500 ms),
     RELAY_UPSTREAM_RATE_LIMIT=60 and Varg enforcing the same 60/min, for 7 s: all workers
@@ -160,13 +152,13 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
         async def old_polled() -> bool:
             return all([await last_polled(j) > 0 for j in old])
 
-        await wait_until(old_polled, 15)
+        await eventually(old_polled, 15)
         await store.pause_upstream(60)
 
         async def old_settled() -> bool:
             return await settled(store, old)
 
-        await wait_until(old_settled, 10)
+        await eventually(old_settled, 10)
         await asyncio.sleep(0.6)  # every polled job is now overdue (max interval 500 ms)
         before = {j: await last_polled(j) for j in old}
         waited_least = max(old, key=lambda j: before[j])
@@ -179,7 +171,7 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
             after = [await last_polled(j) for j in old + new]
             return all(t > before.get(j, 0) for j, t in zip(old + new, after, strict=True))
 
-        await wait_until(all_polled_again, 25)
+        await eventually(all_polled_again, 25)
         polled_at = {j: await last_polled(j) for j in old + new}
 
     others = sorted((j for j in old if j != waited_least), key=lambda j: before[j])
@@ -213,13 +205,13 @@ async def test_a_short_budget_goes_to_the_job_most_likely_done(
             counts = [await store.redis.hget(f"vr:watch:{j}", "polls") for j in (video, image)]
             return all(int(c or 0) >= 1 for c in counts)
 
-        await wait_until(both_polled, 15)
+        await eventually(both_polled, 15)
         await store.pause_upstream(60)
 
         async def both_settled() -> bool:
             return await settled(store, [video, image])
 
-        await wait_until(both_settled, 10)
+        await eventually(both_settled, 10)
         await watch(store, fresh)
         before = {j: await sim.polls(j) for j in (fresh, video, image)}
         await store.redis.zadd("vr:due", {fresh: 0, video: 0, image: 0})
@@ -228,7 +220,7 @@ async def test_a_short_budget_goes_to_the_job_most_likely_done(
         async def image_twice() -> bool:
             return await sim.polls(image) >= before[image] + 2
 
-        await wait_until(image_twice, 20)
+        await eventually(image_twice, 20)
         after = {j: await sim.polls(j) for j in (fresh, video)}
 
     assert before[video] == 1 and before[fresh] == 0, before
@@ -251,7 +243,7 @@ async def test_a_budget_under_60_a_minute_still_polls(sim: Sim, redis: Redis) ->
         async def polled() -> bool:
             return await sim.polls("job_slow_budget") >= 1
 
-        await wait_until(polled, 10)
+        await eventually(polled, 10)
 
 
 
