@@ -21,6 +21,7 @@ from redis import Redis
 from redis.exceptions import ConnectionError
 
 from relay.devtools.redis_server import answers, free_port
+from relay.store import keys
 from relay.upstream.poller import LEASE_SECONDS
 from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, sim_job
 from tests.e2e.processes import Process, accepted_connections, start_api, start_worker
@@ -128,7 +129,7 @@ def test_worker_killed_mid_poll_batch_loses_no_event(
     victim.kill()
     killed_at = time.monotonic()
     with Redis.from_url(clean_redis, decode_responses=True) as r:
-        leased = [j for j in jobs if r.hget(f"vr:watch:{j}", "lease")]
+        leased = [j for j in jobs if r.hget(keys.watch(j), "lease")]
     assert leased, "the kill should have hit a batch in flight (leases never written back)"
 
     relay.add_worker("survivor")
@@ -329,7 +330,7 @@ def test_api_sigterm_finishes_requests_in_flight(
     assert results == dict.fromkeys(range(5), 201)
     assert api.terminate(timeout=20) == 0, api.text()[-2000:]
     with Redis.from_url(clean_redis, decode_responses=True) as r:
-        assert len(r.keys("vr:sub:*")) == 5  # each one was stored
+        assert len(r.keys(keys.sub("*"))) == 5  # each one was stored
 
 
 def test_worker_sigterm_finishes_the_delivery_in_flight(

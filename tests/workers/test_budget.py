@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from config import Settings, load_settings
 from relay.devtools.simulator import SimJob, Step, create_simulator
 from relay.ids import new_id
+from relay.store import keys
 from relay.store.store import Store
 from relay.upstream.poller import BURST_SECONDS
 from relay.worker import running_worker
@@ -93,7 +94,7 @@ async def watch(store: Store, job_id: str, url: str = HOOK) -> None:
 
 async def settled(store: Store, job_ids: list[str]) -> bool:
     """No lease outstanding on these jobs (every poll in flight was written back)."""
-    leases = [await store.redis.hget(f"vr:watch:{j}", "lease") for j in job_ids]
+    leases = [await store.redis.hget(keys.watch(j), "lease") for j in job_ids]
     return all(lease is None for lease in leases)
 
 
@@ -146,7 +147,7 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
         await watch(store, job_id)
 
     async def last_polled(job_id: str) -> float:
-        return float(await store.redis.hget(f"vr:watch:{job_id}", "last_polled_at") or 0)
+        return float(await store.redis.hget(keys.watch(job_id), "last_polled_at") or 0)
 
     async with running_worker(relay_settings(sim, 40)):
         async def old_polled() -> bool:
@@ -165,7 +166,7 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
         for job_id in new:
             await watch(store, job_id)
         await watch(store, waited_least, url=HOOK + "/second")
-        await store.redis.delete("vr:pause")
+        await store.redis.delete(keys.PAUSE)
 
         async def all_polled_again() -> bool:
             after = [await last_polled(j) for j in old + new]
@@ -202,7 +203,7 @@ async def test_a_short_budget_goes_to_the_job_most_likely_done(
 
     async with running_worker(relay_settings(sim, 40, max_interval="60s")):
         async def both_polled() -> bool:
-            counts = [await store.redis.hget(f"vr:watch:{j}", "polls") for j in (video, image)]
+            counts = [await store.redis.hget(keys.watch(j), "polls") for j in (video, image)]
             return all(int(c or 0) >= 1 for c in counts)
 
         await eventually(both_polled, 15)
@@ -214,8 +215,8 @@ async def test_a_short_budget_goes_to_the_job_most_likely_done(
         await eventually(both_settled, 10)
         await watch(store, fresh)
         before = {j: await sim.polls(j) for j in (fresh, video, image)}
-        await store.redis.zadd("vr:due", {fresh: 0, video: 0, image: 0})
-        await store.redis.delete("vr:pause")
+        await store.redis.zadd(keys.DUE, {fresh: 0, video: 0, image: 0})
+        await store.redis.delete(keys.PAUSE)
 
         async def image_twice() -> bool:
             return await sim.polls(image) >= before[image] + 2
@@ -265,4 +266,4 @@ async def test_varg_s_lower_limit_header_tightens_the_budget(redis: Redis) -> No
         stats = await own.stats()
     assert 10 <= stats["requests"] <= 20 + 6.0 / 2 + 1, stats
     assert stats["by_code"].get("429", 0) == 0, stats
-    assert await redis.get("vr:rl:cap") == "30"
+    assert await redis.get(keys.RL_CAP) == "30"
