@@ -126,6 +126,16 @@ class Receiver:
         return Starlette(routes=[Route("/{name:path}", receive, methods=["POST"])])
 
 
+# Fixtures that talk to the Redis at TEST_REDIS_URL: a test using one is marked `redis`.
+REDIS_FIXTURES = frozenset({"redis", "sync_redis", "clean_redis", "flushed"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+
+
 @pytest.fixture(scope="session")
 def simulator_server() -> Iterator[ServerThread]:
     with ServerThread(create_simulator(api_key=SIM_KEY)) as server:

@@ -27,7 +27,7 @@ from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, sim_job
 from tests.e2e.processes import Process, accepted_connections, start_api, start_worker
 from tests.support import eventually_sync
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
 
 class Relay:

@@ -17,7 +17,7 @@ from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, free_port, sim_j
 from tests.e2e.processes import Process, start_api, start_worker
 from tests.support import eventually_sync
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
 FLOW = [("queued", 0), ("processing", 1.5), ("completed", 3.0)]
 FLOW_EVENTS = ["job.queued", "job.processing", "job.completed"]

@@ -37,6 +37,8 @@ from relay.app import create_app
 from tests.conftest import REDIS_URL, TOKEN, Receiver, running_worker, sim_job
 from tests.support import eventually
 
+pytestmark = [pytest.mark.slow, pytest.mark.redis]
+
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 AUTH = {"authorization": f"Bearer {TOKEN}"}

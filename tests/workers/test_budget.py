@@ -98,6 +98,7 @@ async def settled(store: Store, job_ids: list[str]) -> bool:
     return all(lease is None for lease in leases)
 
 
+@pytest.mark.slow
 async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     """Four workers, 30 jobs that never finish and always want polling (intervals 100-500 ms),
     RELAY_UPSTREAM_RATE_LIMIT=60 and Varg enforcing the same 60/min, for 7 s: all workers
@@ -129,6 +130,7 @@ async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     assert max(stats["by_job"].values()) == 1, stats["by_job"]
 
 
+@pytest.mark.slow
 async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
     sim: Sim, redis: Redis
 ) -> None:
@@ -182,6 +184,7 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
     assert sorted(order[3:]) == new, (before, polled_at)
 
 
+@pytest.mark.slow
 async def test_a_short_budget_goes_to_the_job_most_likely_done(
     sim: Sim, redis: Redis
 ) -> None:
@@ -248,6 +251,7 @@ async def test_a_budget_under_60_a_minute_still_polls(sim: Sim, redis: Redis) ->
 
 
 
+@pytest.mark.slow
 async def test_varg_s_lower_limit_header_tightens_the_budget(redis: Redis) -> None:
     """RELAY_UPSTREAM_RATE_LIMIT=600 but Varg enforces 30 a minute and says so in
     X-RateLimit-Limit: after the first batch (the burst of 600/min: 20) the relay paces by

@@ -29,6 +29,8 @@ from tests.conftest import (
 )
 from tests.support import eventually
 
+pytestmark = pytest.mark.slow
+
 FLOW = [("queued", 0), ("processing", 1.0), ("completed", 2.5)]
 FLOW_EVENTS = ["job.queued", "job.processing", "job.completed"]
 RETRY = "200ms,200ms,500ms,1s,1s,2s,4s"  # 7 retries over ~9 s, then `failed`
