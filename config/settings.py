@@ -1,7 +1,8 @@
 """Settings read from the environment, built by a factory (never at import time).
 
 Every variable of the public contract is here with its default; the extensions are the
-`RELAY_POLL_*`, `RELAY_LOG_*`, `RELAY_METRICS_PORT` and `RELAY_DELIVERY_CONCURRENCY` variables,
+`RELAY_POLL_*`, `RELAY_LOG_*`, `RELAY_METRICS_PORT`, `RELAY_SWEEP_INTERVAL` and
+`RELAY_DELIVERY_CONCURRENCY` variables,
 documented in the README. A wrong value raises `SettingsError` naming the variable, which the
 CLI prints as one line before exiting.
 """
@@ -75,6 +76,14 @@ def parse_secrets(text: str) -> tuple[str, ...]:
         if len(key) < 16:
             raise ValueError("each secret needs at least 16 bytes of key")
     return secrets
+
+
+def parse_sweep_interval(text: str) -> int:
+    """Whole seconds from 1 to 60: the sweep is an arq cron job, which runs on whole seconds."""
+    seconds = parse_duration(text)
+    if seconds != int(seconds) or not 1 <= seconds <= 60:
+        raise ValueError(f"must be whole seconds from 1s to 60s, got {text!r}")
+    return int(seconds)
 
 
 def parse_credential(text: str) -> str:
@@ -188,6 +197,14 @@ class Settings:
     poll_batch_size: int = _setting(
         "RELAY_POLL_BATCH_SIZE", "50", parse_positive_int,
         "most jobs one worker leases and polls concurrently (extension)",
+    )
+    poll_lease: float = _setting(
+        "RELAY_POLL_LEASE", "30s", parse_positive_duration,
+        "how long a worker holds a job it polls; a killed worker's jobs wait this long (extension)",
+    )
+    sweep_interval: int = _setting(
+        "RELAY_SWEEP_INTERVAL", "5s", parse_sweep_interval,
+        "how often each worker restarts delivery queues that nothing runs (extension)",
     )
     delivery_concurrency: int = _setting(
         "RELAY_DELIVERY_CONCURRENCY", "50", parse_positive_int,

@@ -179,6 +179,8 @@ def env_for(simulator_url: str, **extra: str) -> dict[str, str]:
         "RELAY_DELIVERY_TIMEOUT": "3s",
         "RELAY_NOT_FOUND_GRACE": "1s",
         "RELAY_UPSTREAM_RATE_LIMIT": "6000",
+        "RELAY_POLL_LEASE": "5s",
+        "RELAY_SWEEP_INTERVAL": "1s",
         "RELAY_METRICS_PORT": "0",
         "RELAY_LOG_FORMAT": "text",
         **extra,

@@ -22,7 +22,6 @@ from redis.exceptions import ConnectionError
 
 from relay.devtools.redis_server import answers, free_port
 from relay.store import keys
-from relay.upstream.poller import LEASE_SECONDS
 from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, sim_job
 from tests.e2e.processes import Process, accepted_connections, start_api, start_worker
 from tests.support import eventually_sync
@@ -101,17 +100,18 @@ def faults_left(simulator: str) -> int:
 # ---------------------------------------------------------------- 1. SIGKILL mid poll batch
 
 KILL_JOBS = 4
-KILL_BOUND = LEASE_SECONDS + 15  # the dead worker's lease must expire; then one poll, one POST
+LEASE = 5.0  # RELAY_POLL_LEASE here: longer than the 3 s slow poll below, short for the test
+KILL_BOUND = LEASE + 15  # the dead worker's lease must expire; then one poll, one POST
 
 
 def test_worker_killed_mid_poll_batch_loses_no_event(
     relays: list[Relay], clean_redis: str, simulator: str, receiver: Receiver
 ) -> None:
     """A worker SIGKILLed while its poll batch is in flight (upstream answering slowly) loses
-    no watch: its leases expire after LEASE_SECONDS (30 s), another worker polls the jobs and
-    every subscription gets its terminal event, in order after the events it already had.
-    Bound: every event within LEASE_SECONDS + 15 s of the kill."""
-    relay = new_relay(relays, simulator)
+    no watch: its leases expire after RELAY_POLL_LEASE (5 s here), another worker polls the
+    jobs and every subscription gets its terminal event, in order after the events it already
+    had. Bound: every event within RELAY_POLL_LEASE + 15 s of the kill."""
+    relay = new_relay(relays, simulator, RELAY_POLL_LEASE=f"{LEASE}s")
     relay.start_api()
     victim = relay.add_worker("victim")
     jobs = [f"job_kill_{i}" for i in range(KILL_JOBS)]
