@@ -4,7 +4,6 @@ simulator and for a receiver that verifies every webhook with `standardwebhooks`
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,9 +27,9 @@ from relay.app import create_app
 from relay.devtools.redis_server import free_port
 from relay.devtools.simulator import create_simulator
 from relay.worker import running_worker
-from tests.support import eventually_sync
+from tests.support import eventually, eventually_sync, redis_url_for_tests
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = redis_url_for_tests()
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIM_KEY = "varg_test_key"
 TOKEN = "tok_alice"
@@ -235,3 +234,12 @@ def sim_job(simulator: str, job_id: str, steps: list[tuple[str, float]], **extra
     timeline = [{"status": s, "after": a} for s, a in steps]
     body = {"job_id": job_id, "timeline": timeline, **extra}
     httpx.post(simulator + "/_sim/jobs", json=body).raise_for_status()
+
+
+async def walk(simulator: str, job_id: str, statuses: list[str], seen: Callable[[], int]) -> None:
+    """Move a simulated job on to each of `statuses` once the relay has seen the one before
+    (`seen()` counts the statuses it has seen so far), so that a test expecting every status
+    does not depend on a poll falling between two timeline steps on a loaded machine."""
+    for count, status in enumerate(statuses, start=1):
+        await eventually(lambda n=count: seen() >= n, what=f"status {count} to be seen")
+        sim_job(simulator, job_id, [(status, 0)])

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 EVERY = 0.05
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+REDIS_DATABASES = 16  # Redis's default `databases`
 
 
 class _Waiting:
@@ -80,3 +84,20 @@ def _unwrap(value: Any) -> Any:
     if isinstance(value, AssertionError):
         raise value
     return value
+
+
+def redis_url_for_tests(environ: Mapping[str, str] = os.environ) -> str:
+    """The Redis database this test process may flush: TEST_REDIS_URL's, or under pytest-xdist
+    one per worker, so that workers never flush each other's data: worker gwN uses database
+    base + N, or base - N when that would pass the last database (15 by default: 15, 14, ...)."""
+    url = environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
+    worker = environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker.removeprefix("gw") or 0)
+    if index == 0:
+        return url
+    parts = urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    db = base + index if base + index < REDIS_DATABASES else base - index
+    if db < 0:
+        raise RuntimeError(f"too many pytest-xdist workers for the databases of {url}")
+    return urlunsplit(parts._replace(path=f"/{db}"))

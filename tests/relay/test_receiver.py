@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,8 +27,8 @@ from relay.receiver import (
     RedisSeen,
     WebhookReceiver,
 )
+from tests.conftest import REDIS_URL
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-key-of-32-bytes-length!!").decode()
 MSG_ID = "msg_2mDbB4hYbzPzmXhWqTQq1E7Vv1a"
