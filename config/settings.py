@@ -65,6 +65,8 @@ def parse_positive_int(text: str) -> int:
 
 
 def parse_secrets(text: str) -> tuple[str, ...]:
+    if "," in text:  # never in base64: the secrets were separated the way tokens are
+        raise ValueError("separate secrets with spaces, not commas")
     secrets = tuple(text.split())
     for secret in secrets:
         if not secret.startswith("whsec_"):
@@ -95,7 +97,10 @@ def parse_credential(text: str) -> str:
 
 
 def parse_tokens(text: str) -> tuple[str, ...]:
-    return tuple(parse_credential(token) for token in text.split(",") if token.strip())
+    tokens = [token.strip() for token in text.split(",") if token.strip()]
+    if any(" " in token for token in tokens):
+        raise ValueError("separate tokens with commas, not spaces")
+    return tuple(parse_credential(token) for token in tokens)
 
 
 def parse_port(text: str) -> int:

@@ -18,12 +18,18 @@ BIN = [sys.executable, "-m", "relay.cli"]
 
 
 class Process:
-    def __init__(self, name: str, args: list[str], env: dict[str, str]) -> None:
+    """`varg-relay ARGS` with `env` added to this process's environment (or, with
+    `inherit=False`, with exactly `env`), its output in a log file."""
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], inherit: bool = True
+    ) -> None:
         self.name = name
         self.log = Path(tempfile.mkstemp(prefix=f"relay-{name}-", suffix=".log")[1])
         self._out = self.log.open("wb")
         self.proc = subprocess.Popen(
-            [*BIN, *args], env={**os.environ, **env}, stdout=self._out, stderr=subprocess.STDOUT
+            [*BIN, *args], env={**os.environ, **env} if inherit else env, stdout=self._out,
+            stderr=subprocess.STDOUT,
         )
 
     def text(self) -> str:
