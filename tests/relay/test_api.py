@@ -843,6 +843,7 @@ async def strict_api(
 async def test_private_callbacks_are_refused(strict_api: httpx.AsyncClient, url: str) -> None:
     response = await strict_api.post("/v1/subscriptions", json={"job_id": "job_1", "url": url})
     assert_validation(response, "url")
+    assert "RELAY_ALLOW_PRIVATE_CALLBACKS=true" in response.json()["message"]  # the way out
     assert (await strict_api.get("/v1/subscriptions")).json()["data"] == []
 
 
@@ -916,8 +917,22 @@ async def test_wrong_method_is_405_in_error_shape(api: httpx.AsyncClient) -> Non
     response = await api.put("/v1/subscriptions")
     assert response.status_code == 405
     body = response.json()
-    assert body["statusCode"] == 405
-    assert set(body) <= {"error", "message", "field", "statusCode"}
+    assert body == {"error": "MethodNotAllowed", "statusCode": 405,
+                    "message": "PUT is not allowed on /v1/subscriptions; use GET, HEAD, POST"}
+
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/v1/subscriptions", "GET, HEAD, POST"),
+    ("/v1/subscriptions/sub_x", "DELETE, GET, HEAD"),
+    ("/v1/subscriptions/sub_x/deliveries/msg_y/retry", "POST"),
+    ("/healthz", "GET, HEAD"),
+])
+async def test_405_allow_lists_every_method_of_the_path(
+    api: httpx.AsyncClient, path: str, allow: str
+) -> None:
+    response = await api.request("OPTIONS", path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
 
 
 async def test_metrics_is_prometheus_text(api: httpx.AsyncClient) -> None:

@@ -188,6 +188,75 @@ def test_new_subscription_schema_agrees_with_the_api(checker: Checker) -> None:
             checker.validate(bad, schema)
 
 
+URLS = [  # (url, whether the API takes it at registration, syntax only)
+    ("https://hooks.example.com/varg?x=1#f", True), ("HTTP://a.b:8080", True),
+    ("http://a_b.c-d.e.f.g/", True), ("http://1.2.3.4:65535/", True), ("http://[::1]/", True),
+    ("http://a.b:/x", True), ("http://" + ("a" * 62 + ".") * 4 + "x/", True),
+    ("ftp://a.b/", False), ("http://u:p@a.b/", False), ("http://a.b:0/", False),
+    ("http://a.b:65536/", False), ("http://a b/", False), ("http://a.b/\u00a0", False),
+    ("http://" + "a" * 64 + ".com/", False), ("http://" + ("a" * 62 + ".") * 4 + "xy/", False),
+    ("http://-a.com/", False), ("http:///x", False), ("http://a.b\\x", False),
+]
+
+
+@pytest.mark.parametrize(("url", "taken"), URLS)
+def test_the_url_schema_states_what_the_api_enforces(
+    checker: Checker, url: str, taken: bool
+) -> None:
+    from relay.delivery.urls import UnsafeURL, validate_url_syntax
+
+    try:
+        validate_url_syntax(url)
+        api_takes = True
+    except UnsafeURL:
+        api_takes = False
+    assert api_takes == taken, url
+    body = {"job_id": "job_1", "url": url}
+    if taken:
+        checker.validate(body, checker.component("NewSubscription"))
+    else:
+        with pytest.raises(AssertionError):
+            checker.validate(body, checker.component("NewSubscription"))
+
+
+@pytest.mark.parametrize(("job_id", "taken"), [
+    ("job_1", True), ("a" * 128, True), ("a.b:c-d_e", True), ("..a", True),
+    ("", False), ("a" * 129, False), ("..", False), ("â", False), ("a/b", False),
+])  # (not "a\n": Python's `$` matches before a final newline, ECMA-262's, the schema's, does not)
+def test_job_id_parameters_state_the_api_s_pattern(
+    checker: Checker, document: Json, job_id: str, taken: bool
+) -> None:
+    from relay.api.validation import job_id as api_job_id
+    from relay.errors import ValidationError
+
+    try:
+        api_job_id(job_id)
+        assert taken
+    except ValidationError:
+        assert not taken
+    path = document["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"][0]["schema"]
+    query = next(p["schema"] for p in document["paths"]["/v1/subscriptions"]["get"]["parameters"]
+                 if p["name"] == "job_id")
+    for schema in (path, query):
+        if taken:
+            checker.validate(job_id, schema)
+        else:
+            with pytest.raises(AssertionError):
+                checker.validate(job_id, schema)
+
+
+def test_webhooks_describe_every_event_and_its_headers(document: Json) -> None:
+    webhooks = document["webhooks"]
+    assert set(webhooks) == set(document["components"]["schemas"]["EventType"]["enum"])
+    for name, item in webhooks.items():
+        post = item["post"]
+        headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature", "user-agent"}
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body["allOf"][1]["properties"]["type"]["const"] == name
+        assert {"2XX", "410", "default"} <= set(post["responses"])
+
+
 # --- real responses against the schemas ------------------------------------------------------
 
 
@@ -291,6 +360,10 @@ async def test_delivery_responses_match_the_schemas(
     found = await eventually(listed, until=lambda found: [d["status"] for d in found] == [
         "succeeded", "succeeded"])
     assert found[0]["attempts"][0]["status_code"] == 500
+    for item in found:  # the webhooks as sent conform to the document's webhooks section
+        webhook = checker.doc["webhooks"][item["event_type"]]["post"]
+        checker.validate(item["payload"], webhook["requestBody"]["content"]["application/json"][
+            "schema"])
     for item in found:
         checker.no_undocumented_fields(item, "Delivery")
         for attempt in item["attempts"]:
