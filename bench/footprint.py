@@ -12,12 +12,13 @@ from bench.plan import Plan
 from bench.relay_run import subscribe_all
 from bench.servers import receiver, simulator
 from bench.throughput import jobs_that_never_change, received_all
+from relay.store.keys import DUE, PER_RECORD
 from relay.store.store import Store
 from relay.worker import running_worker
 
 # Keys that exist because a job is watched for one subscription (shared zsets included).
-WATCH_KEYS = ("vr:watch:", "vr:job:", "vr:sub:", "vr:jobsubs:", "vr:owner:", "vr:due")
-DELIVERY_LOG_KEYS = ("vr:msg:", "vr:attempts:", "vr:msgs:", "vr:outbox:")
+WATCH_KEYS = (*(PER_RECORD[k] for k in ("watch", "job", "sub", "jobsubs", "owner")), DUE)
+DELIVERY_LOG_KEYS = tuple(PER_RECORD[k] for k in ("msg", "attempts", "msgs", "outbox"))
 
 
 def kind_of(key: str) -> str:

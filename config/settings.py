@@ -1,7 +1,8 @@
 """Settings read from the environment, built by a factory (never at import time).
 
 Every variable of the public contract is here with its default; the extensions are the
-`RELAY_POLL_*`, `RELAY_LOG_*`, `RELAY_METRICS_PORT` and `RELAY_DELIVERY_CONCURRENCY` variables,
+`RELAY_POLL_*`, `RELAY_LOG_*`, `RELAY_METRICS_PORT`, `RELAY_SWEEP_INTERVAL` and
+`RELAY_DELIVERY_CONCURRENCY` variables,
 documented in the README. A wrong value raises `SettingsError` naming the variable, which the
 CLI prints as one line before exiting.
 """
@@ -72,6 +73,8 @@ def parse_positive_int(text: str) -> int:
 
 
 def parse_secrets(text: str) -> tuple[str, ...]:
+    if "," in text:  # never in base64: the secrets were separated the way tokens are
+        raise ValueError("separate secrets with spaces, not commas")
     secrets = tuple(text.split())
     for secret in secrets:
         if not secret.startswith("whsec_"):
@@ -85,6 +88,14 @@ def parse_secrets(text: str) -> tuple[str, ...]:
     return secrets
 
 
+def parse_sweep_interval(text: str) -> int:
+    """Whole seconds from 1 to 60: the sweep is an arq cron job, which runs on whole seconds."""
+    seconds = parse_duration(text)
+    if seconds != int(seconds) or not 1 <= seconds <= 60:
+        raise ValueError(f"must be whole seconds from 1s to 60s, got {text!r}")
+    return int(seconds)
+
+
 def parse_credential(text: str) -> str:
     """A key or token that goes into an Authorization header: no inner spaces or controls."""
     value = text.strip()
@@ -94,7 +105,10 @@ def parse_credential(text: str) -> str:
 
 
 def parse_tokens(text: str) -> tuple[str, ...]:
-    return tuple(parse_credential(token) for token in text.split(",") if token.strip())
+    tokens = [token.strip() for token in text.split(",") if token.strip()]
+    if any(" " in token for token in tokens):
+        raise ValueError("separate tokens with commas, not spaces")
+    return tuple(parse_credential(token) for token in tokens)
 
 
 def parse_port(text: str) -> int:
@@ -204,6 +218,14 @@ class Settings:
     poll_batch_size: int = _setting(
         "RELAY_POLL_BATCH_SIZE", "50", parse_positive_int,
         "most jobs one worker leases and polls concurrently (extension)",
+    )
+    poll_lease: float = _setting(
+        "RELAY_POLL_LEASE", "30s", parse_positive_duration,
+        "how long a worker holds a job it polls; a killed worker's jobs wait this long (extension)",
+    )
+    sweep_interval: int = _setting(
+        "RELAY_SWEEP_INTERVAL", "5s", parse_sweep_interval,
+        "how often each worker restarts delivery queues that nothing runs (extension)",
     )
     delivery_concurrency: int = _setting(
         "RELAY_DELIVERY_CONCURRENCY", "50", parse_positive_int,

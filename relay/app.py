@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from config import Settings
 from relay import metrics
@@ -23,7 +23,13 @@ from relay.api.openapi import openapi_document
 from relay.api.render import JSONResponse
 from relay.api.routes import routes, state
 from relay.api.state import AppState
-from relay.errors import InternalError, NotFoundError, RelayError, ValidationError
+from relay.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFoundError,
+    RelayError,
+    ValidationError,
+)
 from relay.store.store import Store
 from relay.ui import ui_mount
 
@@ -70,9 +76,22 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return await relay_error(request, NotFoundError(f"no route {request.url.path}"))
-    error = ValidationError(f"{request.method} is not allowed on {request.url.path}")
+    if exc.status_code == 405:
+        allowed = allowed_methods(request.app.routes, request.url.path)
+        refused = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}; "
+                                   f"use {', '.join(allowed)}")
+        return JSONResponse(refused.body(), 405, headers={"allow": ", ".join(allowed)})
+    error = ValidationError(exc.detail)
     body = error.body() | {"statusCode": exc.status_code}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+def allowed_methods(routes: list[BaseRoute], path: str) -> list[str]:
+    """Every method some route serves at `path` (Starlette's own Allow names only the first
+    route's, and several routes share a path here: one per method)."""
+    methods = {method for route in routes if isinstance(route, Route)
+               and route.path_regex.fullmatch(path) for method in route.methods or ()}
+    return sorted(methods)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

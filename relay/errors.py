@@ -4,6 +4,7 @@
     ├── ValidationError        400  bad input; `field` names it
     ├── AuthError              401  missing or unknown bearer token
     ├── NotFoundError          404  no such subscription, delivery or watched job
+    ├── MethodNotAllowed       405  the route exists, not with this method; `Allow` lists its own
     ├── PayloadTooLarge        413  body over 64 KiB
     ├── RateLimitError         429
     └── InternalError          500  a bug; the message never carries details
@@ -44,6 +45,11 @@ class AuthError(RelayError):
 class NotFoundError(RelayError):
     status_code = 404
     name = "NotFoundError"
+
+
+class MethodNotAllowed(RelayError):
+    status_code = 405
+    name = "MethodNotAllowed"
 
 
 class PayloadTooLarge(RelayError):

@@ -25,10 +25,9 @@ from relay.delivery.sweep import sweep
 from relay.logs import configure_logging
 from relay.resources import close_resources, open_resources
 from relay.store.keys import DELIVERY_QUEUE
-from relay.upstream.poller import Poller
+from relay.upstream.poller import RECHECK_SECONDS, Poller
 
 log = logging.getLogger("relay.worker")
-SWEEP_EVERY = 5  # seconds
 QUEUE_POLL = 0.1  # seconds between looks at the delivery queue when nothing wakes the worker
 
 
@@ -44,7 +43,7 @@ async def startup(ctx: dict[str, Any]) -> None:
             ctx["wake"]()
         return queued
 
-    poller = Poller(res, kick_chain)
+    poller = Poller(res, kick_chain, ctx.get("recheck", RECHECK_SECONDS))
     ctx["resources"], ctx["poller"] = res, poller
     ctx["poller_task"] = asyncio.create_task(poller.run(), name="poller")
     start_metrics_server(settings.metrics_port)
@@ -105,7 +104,7 @@ def worker_options(settings: Settings, **ctx: Any) -> dict[str, Any]:
     return {
         "functions": [func(deliver, name="deliver", keep_result=0, timeout=timeout,
                            max_tries=1_000_000)],
-        "cron_jobs": [cron(sweep, name="sweep", second=set(range(0, 60, SWEEP_EVERY)),
+        "cron_jobs": [cron(sweep, name="sweep", second=set(range(0, 60, settings.sweep_interval)),
                            run_at_startup=True, timeout=timeout, keep_result=0)],
         "queue_name": DELIVERY_QUEUE,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),

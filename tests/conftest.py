@@ -4,7 +4,6 @@ simulator and for a receiver that verifies every webhook with `standardwebhooks`
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,8 +27,9 @@ from relay.app import create_app
 from relay.devtools.redis_server import free_port
 from relay.devtools.simulator import create_simulator
 from relay.worker import running_worker
+from tests.support import eventually, eventually_sync, redis_url_for_tests
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = redis_url_for_tests()
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIM_KEY = "varg_test_key"
 TOKEN = "tok_alice"
@@ -52,11 +52,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("test server did not start")
-            time.sleep(0.01)
+        eventually_sync(lambda: self.server.started, 10, what="the test server to start")
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -129,6 +125,16 @@ class Receiver:
         return Starlette(routes=[Route("/{name:path}", receive, methods=["POST"])])
 
 
+# Fixtures that talk to the Redis at TEST_REDIS_URL: a test using one is marked `redis`.
+REDIS_FIXTURES = frozenset({"redis", "sync_redis", "clean_redis", "flushed"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.redis)
+
+
 @pytest.fixture(scope="session")
 def simulator_server() -> Iterator[ServerThread]:
     with ServerThread(create_simulator(api_key=SIM_KEY)) as server:
@@ -172,6 +178,8 @@ def env_for(simulator_url: str, **extra: str) -> dict[str, str]:
         "RELAY_DELIVERY_TIMEOUT": "3s",
         "RELAY_NOT_FOUND_GRACE": "1s",
         "RELAY_UPSTREAM_RATE_LIMIT": "6000",
+        "RELAY_POLL_LEASE": "5s",
+        "RELAY_SWEEP_INTERVAL": "1s",
         "RELAY_METRICS_PORT": "0",
         "RELAY_LOG_FORMAT": "text",
         **extra,
@@ -216,8 +224,6 @@ async def api(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClie
         yield client
 
 
-
-
 @pytest.fixture
 async def worker(settings: Settings, redis: Redis) -> AsyncIterator[Worker]:
     async with running_worker(settings) as w:
@@ -230,17 +236,10 @@ def sim_job(simulator: str, job_id: str, steps: list[tuple[str, float]], **extra
     httpx.post(simulator + "/_sim/jobs", json=body).raise_for_status()
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 15.0, every: float = 0.05) -> Any:
-    """Wait until `check()` is truthy (or its assertions pass); fail with its last error."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            error: Exception = AssertionError("condition stayed false")
-        except AssertionError as exc:
-            error = exc
-        if time.monotonic() > deadline:
-            raise error
-        await asyncio.sleep(every)
+async def walk(simulator: str, job_id: str, statuses: list[str], seen: Callable[[], int]) -> None:
+    """Move a simulated job on to each of `statuses` once the relay has seen the one before
+    (`seen()` counts the statuses it has seen so far), so that a test expecting every status
+    does not depend on a poll falling between two timeline steps on a loaded machine."""
+    for count, status in enumerate(statuses, start=1):
+        await eventually(lambda n=count: seen() >= n, what=f"status {count} to be seen")
+        sim_job(simulator, job_id, [(status, 0)])

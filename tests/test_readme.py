@@ -32,3 +32,23 @@ def test_readme_names_the_two_commands() -> None:
     text = README.read_text()
     assert "scripts/dev" in text and "scripts/test" in text
     assert "scripts/test" in (README.parent / ".ci" / "run").read_text()
+
+
+def test_the_quick_start_lines_are_the_ones_dev_prints() -> None:
+    """The README's curl lines work pasted: they are the banner's for the default ports, after
+    the banner's `export TOKEN=...` line."""
+    from relay.devtools.dev import try_it
+
+    text = README.read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", text, re.S) if "$TOKEN" in b)
+    shown = block.splitlines()
+    printed = try_it("dev_TOKEN", "http://127.0.0.1:8000", 8001).splitlines()
+    assert shown[0].startswith("export TOKEN=dev_") and printed[0] == "export TOKEN=dev_TOKEN"
+    assert shown[1:] == printed[1:]
+
+
+def test_the_readme_points_at_nothing_outside_the_repository() -> None:
+    text = README.read_text()
+    assert "../shared" not in text and "CONTRACT.md" not in text
+    for link in re.findall(r"\]\(([^)#:]+)\)", text):
+        assert (README.parent / link).exists(), link

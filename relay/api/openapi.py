@@ -4,11 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
-from relay.events import ALL_EVENTS
+from relay.api.validation import (
+    CURSOR_PATTERN,
+    JOB_ID_MAX,
+    JOB_ID_PATTERN,
+    METADATA_MAX_BYTES,
+    PAGE_MAX,
+)
+from relay.delivery.urls import MAX_URL_LENGTH
+from relay.events import ALL_EVENTS, EventType
 from relay.version import VERSION
 
 TIME = {"type": "string", "format": "date-time"}
 NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+JOB_ID = {"type": "string", "minLength": 1, "maxLength": JOB_ID_MAX, "pattern": JOB_ID_PATTERN,
+          "description": "letters, digits and _ . : - (not only dots)"}
+# An absolute http(s) URL: no user name or password, no white space, control characters or
+# backslashes (spelled out: `\s` means slightly different things to Python and ECMA-262), a
+# host name of dot-separated labels of up to 63 letters, digits, _ and - (253 in all), an IP
+# address, or a bracketed IPv6 address, and a port from 1 to 65535. (Internationalised host
+# names are accepted too, checked in their punycode form; the pattern leaves them out.)
+_NOT_IN_URL = (r"\x00-\x20\x7f-\x9f\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f"
+               r"\u3000\\")
+_LABEL = r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = rf"(({_LABEL}\.)*{_LABEL}\.?|\[[0-9A-Fa-f:.]+\])"
+_PORT = (r"(:(0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]"
+         r"|6553[0-5]))?)?")
+URL_PATTERN = rf"^[Hh][Tt][Tt][Pp][Ss]?://{_HOST}{_PORT}([/?#][^{_NOT_IN_URL}]*)?$"
+# A host name over 253 characters (one trailing dot aside): said apart, as a pattern with a
+# look-ahead makes generating examples from the schema impractically slow.
+LONG_HOST_PATTERN = r"^[^:]*://([^/?#:\[]{255,}|[^/?#:\[]{253}[^/?#:\[.])([/?#:]|$)"
+DELETED_STAYS = ("A deleted subscription stays readable, with state `deleted`, until "
+                 "RELAY_RETENTION passes; nothing more is sent for it.")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -42,14 +69,21 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "required": ["job_id", "url"],
         "properties": {
-            "job_id": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
-            "url": {"type": "string", "format": "uri", "maxLength": 2048},
-            "events": {"type": "array", "minItems": 1, "items": _ref("EventType")},
-            "metadata": {"type": "object", "description": "at most 4 KiB of JSON"},
+            "job_id": JOB_ID,
+            "url": {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH,
+                    "pattern": URL_PATTERN, "not": {"pattern": LONG_HOST_PATTERN},
+                    "description": "an absolute http(s) URL; internationalised host names are "
+                                   "accepted too (checked as punycode)"},
+            "events": {"type": ["array", "null"], "minItems": 1, "items": _ref("EventType"),
+                       "description": "the event types to send; null or absent: all of them"},
+            "metadata": {"type": ["object", "null"], "description": (
+                f"at most {METADATA_MAX_BYTES} bytes as compact JSON, returned in every "
+                "webhook; null or absent: {}")},
         },
     },
     "Subscription": {
         "type": "object",
+        "description": DELETED_STAYS,
         "required": ["id", "job_id", "url", "events", "metadata", "state", "last_status",
                      "created_at", "updated_at"],
         "properties": {
@@ -89,6 +123,33 @@ SCHEMAS: dict[str, Any] = {
             "payload": {"type": "object", "description": "the webhook body, as sent"},
         },
     },
+    "WebhookEvent": {
+        "type": "object",
+        "description": "The body of every webhook, signed as sent (Standard Webhooks).",
+        "required": ["type", "timestamp", "data"],
+        "properties": {
+            "type": _ref("EventType"),
+            "timestamp": {**TIME, "description": "when the relay saw the change"},
+            "data": {
+                "type": "object",
+                "required": ["subscription_id", "job_id", "status", "previous_status", "job",
+                             "metadata"],
+                "properties": {
+                    "subscription_id": {"type": "string", "pattern": "^sub_"},
+                    "job_id": JOB_ID,
+                    "status": {"type": "string", "description": (
+                        "the job's status as Varg reported it; `not_found` or "
+                        "`watch_expired` when the relay gave up on the job")},
+                    "previous_status": {"type": ["string", "null"], "description": (
+                        "null on the first status seen after subscribing")},
+                    "job": {"type": ["object", "null"], "description": (
+                        "Varg's JobResponse as received; null for job.not_found")},
+                    "metadata": {"type": "object",
+                                 "description": "the subscription's metadata"},
+                },
+            },
+        },
+    },
     "Job": {
         "type": "object",
         "required": ["job_id", "status", "job", "last_polled_at", "next_poll_at",
@@ -106,7 +167,8 @@ SCHEMAS: dict[str, Any] = {
     },
 }
 
-_SID = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"}}
+_SID = {"name": "sid", "in": "path", "required": True, "schema": {"type": "string"},
+        "description": "a subscription id (`sub_…`); any other value is 404"}
 _MID = {"name": "mid", "in": "path", "required": True, "schema": {"type": "string"}}
 _AUTHED = _errors(401, 500)
 
@@ -125,10 +187,12 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "listSubscriptions",
             "parameters": [
-                {"name": "job_id", "in": "query", "schema": {"type": "string"}},
+                {"name": "job_id", "in": "query", "schema": JOB_ID},
                 {"name": "limit", "in": "query",
-                 "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                 "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_MAX}},
+                {"name": "cursor", "in": "query", "schema": {
+                    "type": "string", "pattern": CURSOR_PATTERN,
+                    "description": "the `next_cursor` of the previous page"}},
             ],
             "responses": {
                 "200": _json({
@@ -142,12 +206,13 @@ PATHS: dict[str, Any] = {
     },
     "/v1/subscriptions/{sid}": {
         "get": {
-            "operationId": "getSubscription", "parameters": [_SID],
+            "operationId": "getSubscription", "parameters": [_SID], "description": DELETED_STAYS,
             "responses": {"200": _json(_ref("Subscription"), "the subscription"),
                           **_errors(404), **_AUTHED},
         },
         "delete": {
             "operationId": "deleteSubscription", "parameters": [_SID],
+            "description": "Stops every delivery for the subscription. " + DELETED_STAYS,
             "responses": {"204": {"description": "deleted; nothing more is sent"},
                           **_errors(404), **_AUTHED},
         },
@@ -155,6 +220,8 @@ PATHS: dict[str, Any] = {
     "/v1/subscriptions/{sid}/deliveries": {
         "get": {
             "operationId": "listDeliveries", "parameters": [_SID],
+            "description": "Every event of the subscription, oldest first; still listed after "
+                           "the subscription is deleted, until RELAY_RETENTION passes.",
             "responses": {
                 "200": _json({"type": "object", "required": ["data"], "properties": {
                     "data": {"type": "array", "items": _ref("Delivery")}}}, "oldest first"),
@@ -173,7 +240,7 @@ PATHS: dict[str, Any] = {
         "get": {
             "operationId": "getJob",
             "parameters": [{"name": "job_id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
+                            "schema": JOB_ID}],
             "responses": {"200": _json(_ref("Job"), "the relay's view of the job"),
                           **_errors(400, 404), **_AUTHED},
         },
@@ -341,12 +408,43 @@ PATHS.update({
 })
 
 
+WEBHOOK_HEADERS = [
+    ("webhook-id", "`msg_…`: one per subscription and status change, the same on every retry; "
+                   "drop duplicates by it"),
+    ("webhook-timestamp", "Unix seconds of this attempt"),
+    ("webhook-signature", "`v1,<base64 HMAC-SHA256 of \"{id}.{timestamp}.{body}\">` for each "
+                          "signing secret, space-separated (Standard Webhooks)"),
+    ("user-agent", f"`varg-relay/{VERSION}`"),
+]
+
+
+def _webhook(event: EventType) -> dict[str, Any]:
+    schema = {"allOf": [_ref("WebhookEvent"), {"properties": {"type": {"const": str(event)}}}]}
+    return {"post": {
+        "operationId": f"webhook_{event.name}",
+        "summary": f"{event}: sent to each matching subscription's url",
+        "parameters": [{"name": name, "in": "header", "required": True,
+                        "schema": {"type": "string"}, "description": text}
+                       for name, text in WEBHOOK_HEADERS],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+        "responses": {
+            "2XX": {"description": "received: the event is delivered"},
+            "410": {"description": "gone: the subscription is disabled, nothing more is sent"},
+            "default": {"description": "anything else, a timeout or a redirect: retried on "
+                                       "RELAY_RETRY_SCHEDULE (a 429's or 503's Retry-After "
+                                       "is honoured)"},
+        },
+        "security": [],
+    }}
+
+
 def openapi_document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "varg-relay", "version": VERSION,
                  "description": "Webhooks for Varg jobs: register a job, get signed events."},
         "paths": PATHS,
+        "webhooks": {str(event): _webhook(event) for event in ALL_EVENTS},
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

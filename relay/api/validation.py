@@ -15,8 +15,13 @@ from relay.events import ALL_EVENTS
 from relay.ids import DELIVERY_ID, SUBSCRIPTION_ID
 from relay.strictjson import is_strict
 
-JOB_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
-CURSOR = re.compile(r"sub_[0-9A-Z]{26}")
+# The patterns are also the OpenAPI document's (relay/api/openapi.py), so the schema states
+# exactly what is enforced. A job id of dots alone is refused: in a URL path it means a folder.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_.:-]*[A-Za-z0-9_:-][A-Za-z0-9_.:-]*$"
+JOB_ID_MAX = 128
+CURSOR_PATTERN = r"^(sub_[0-9A-Z]{26})?$"
+JOB_ID = re.compile(JOB_ID_PATTERN)
+CURSOR = re.compile(CURSOR_PATTERN)
 METADATA_MAX_BYTES = 4096
 BODY_MAX_BYTES = 64 * 1024
 PAGE_DEFAULT, PAGE_MAX = 20, 100
@@ -88,7 +93,7 @@ def new_subscription(body: dict[str, Any]) -> NewSubscription:
 
 
 def job_id(value: Any, field: str = "job_id") -> str:
-    if not isinstance(value, str) or not JOB_ID.fullmatch(value) or set(value) == {"."}:
+    if not isinstance(value, str) or len(value) > JOB_ID_MAX or not JOB_ID.fullmatch(value):
         raise ValidationError(
             "job_id must be 1-128 characters of letters, digits and _ . : -", field=field
         )
@@ -138,11 +143,11 @@ def page_limit(value: str | None) -> int:
 
 
 def cursor(value: str | None) -> str | None:
-    if value is None or value == "":
+    if value is None:
         return None
     if not CURSOR.fullmatch(value):
         raise ValidationError("cursor is not one this API returned", field="cursor")
-    return value
+    return value or None
 
 
 # --- the dashboard's routes (relay/api/dashboard.py) ----------------------------------------

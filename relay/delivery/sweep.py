@@ -22,8 +22,9 @@ async def sweep(ctx: dict[str, Any]) -> int:
     res: Resources = ctx["resources"]
     restarted = await restart_idle_chains(res, ctx["redis"])
     purged = await res.store.purge_finished(time.time() - res.settings.retention)
-    if restarted or purged:
-        log.info("sweep restarted %d chains, purged %d subscriptions", restarted, purged)
+    # At DEBUG every sweep says so: proof, when debugging a stuck queue, that sweeps run.
+    log.log(logging.INFO if restarted or purged else logging.DEBUG,
+            "sweep restarted %d chains, purged %d subscriptions", restarted, purged)
     return restarted
 
 

@@ -314,7 +314,8 @@ def _plain_str(ip: IPAddress) -> str:
 def _forbidden_message(host: str) -> str:
     return (
         f"The callback host {host!r} is or resolves to a loopback, private, link-local, "
-        "CGNAT, multicast or reserved address; callbacks must go to a public address."
+        "CGNAT, multicast or reserved address; callbacks must go to a public address "
+        "(RELAY_ALLOW_PRIVATE_CALLBACKS=true allows them, for development and tests)."
     )
 
 

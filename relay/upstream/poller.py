@@ -3,7 +3,8 @@
 Not an arq job per poll. Each step is two Lua calls and one concurrent batch of requests:
 write back the last batch and fetch the due jobs (poll.lua), rank them by the value of polling
 each now (relay/upstream/policy.py `rank`), lease the best the budget allows (lease.lua), poll them.
-A lease that is never written back (the worker died) expires by itself.
+A lease that is never written back (the worker died) expires by itself after
+`RELAY_POLL_LEASE`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from relay.upstream.runtimes import Limits, PollPolicy, parse_counts
 
 log = logging.getLogger("relay.poller")
 
-LEASE_SECONDS = 30.0  # longer than an upstream request can take (10 s timeout)
 IDLE_WAIT_CAP = 0.25  # a new registration makes a job due at once: look again this often
 WINDOW_MARGIN = 1.0  # count the budget over 61 s so a late request cannot spill into a minute
 UNAUTHORIZED_PAUSE = 30.0
@@ -64,7 +64,7 @@ class Rechecks:
 
 
 class Poller:
-    def __init__(self, res: Resources, kick: Kick) -> None:
+    def __init__(self, res: Resources, kick: Kick, recheck: float = RECHECK_SECONDS) -> None:
         self.res = res
         self.kick = kick
         self.policy = PollPolicy()
@@ -83,7 +83,7 @@ class Poller:
         self._pending: list[Decision] = []
         self._token = secrets.token_hex(8)
         self._policy_at = -math.inf
-        self._rechecks = Rechecks()
+        self._rechecks = Rechecks(recheck)
 
     async def run(self) -> None:
         while not self._stopping.is_set():
@@ -121,7 +121,8 @@ class Poller:
         policy = await self._policy()
         best = rank([(j.job_id, j.fields) for j in found.jobs], found.now, self.limits, policy)
         take = best[: min(found.allowance, self.res.settings.poll_batch_size)]
-        jobs = await self.res.store.lease(take, self._token, LEASE_SECONDS, self.budget)
+        jobs = await self.res.store.lease(take, self._token, self.res.settings.poll_lease,
+                                          self.budget)
         if not jobs:
             return 0.0  # another worker leased them first; look again
         results = await asyncio.gather(*(self.res.varg.get_job(j.job_id) for j in jobs))

@@ -67,6 +67,9 @@ MALFORMED = [
     ("RELAY_MAX_SUBSCRIPTIONS_PER_TOKEN", "0"),
     ("RELAY_POLL_MAX_INTERVAL", "1y"),
     ("RELAY_POLL_BATCH_SIZE", "0"),
+    ("RELAY_POLL_LEASE", "0s"),
+    ("RELAY_SWEEP_INTERVAL", "1.5s"),
+    ("RELAY_SWEEP_INTERVAL", "2m"),
     ("RELAY_DELIVERY_CONCURRENCY", "1.5"),
     ("RELAY_DELIVERY_CONCURRENCY_PER_HOST", "0"),
     ("RELAY_DELIVERY_CONCURRENCY_PER_TENANT", "-1"),
@@ -211,3 +214,18 @@ def test_secrets_of_lists_key_secrets_and_tokens() -> None:
 
 def test_secrets_of_without_a_key() -> None:
     assert secrets_of(load_settings({"RELAY_API_TOKENS": "t1"})) == ("t1",)
+
+
+SPACES = "separate secrets with spaces, not commas"
+COMMAS = "separate tokens with commas, not spaces"
+
+
+@pytest.mark.parametrize(("env", "value", "says"), [
+    ("RELAY_SIGNING_SECRETS", f"{SECRET},{OTHER_SECRET}", SPACES),
+    ("RELAY_SIGNING_SECRETS", f"{SECRET}, {OTHER_SECRET}", SPACES),
+    ("RELAY_API_TOKENS", "tok_alice tok_bob", COMMAS),
+])
+def test_the_wrong_separator_is_named(env: str, value: str, says: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings({env: value})
+    assert str(raised.value) == f"{env} is invalid: {says}"

@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +20,13 @@ import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError
 
-from relay.devtools.redis_server import free_port
-from relay.upstream.poller import LEASE_SECONDS
+from relay.devtools.redis_server import answers, free_port
+from relay.store import keys
 from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, sim_job
-from tests.e2e.processes import Process, start_api, start_worker
+from tests.e2e.processes import Process, accepted_connections, start_api, start_worker
+from tests.support import eventually_sync
 
-pytestmark = pytest.mark.e2e
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
-    return result
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
 
 class Relay:
@@ -108,42 +100,43 @@ def faults_left(simulator: str) -> int:
 # ---------------------------------------------------------------- 1. SIGKILL mid poll batch
 
 KILL_JOBS = 4
-KILL_BOUND = LEASE_SECONDS + 15  # the dead worker's lease must expire; then one poll, one POST
+LEASE = 5.0  # RELAY_POLL_LEASE here: longer than the 3 s slow poll below, short for the test
+KILL_BOUND = LEASE + 15  # the dead worker's lease must expire; then one poll, one POST
 
 
 def test_worker_killed_mid_poll_batch_loses_no_event(
     relays: list[Relay], clean_redis: str, simulator: str, receiver: Receiver
 ) -> None:
     """A worker SIGKILLed while its poll batch is in flight (upstream answering slowly) loses
-    no watch: its leases expire after LEASE_SECONDS (30 s), another worker polls the jobs and
-    every subscription gets its terminal event, in order after the events it already had.
-    Bound: every event within LEASE_SECONDS + 15 s of the kill."""
-    relay = new_relay(relays, simulator)
+    no watch: its leases expire after RELAY_POLL_LEASE (5 s here), another worker polls the
+    jobs and every subscription gets its terminal event, in order after the events it already
+    had. Bound: every event within RELAY_POLL_LEASE + 15 s of the kill."""
+    relay = new_relay(relays, simulator, RELAY_POLL_LEASE=f"{LEASE}s")
     relay.start_api()
     victim = relay.add_worker("victim")
     jobs = [f"job_kill_{i}" for i in range(KILL_JOBS)]
     for job in jobs:
         sim_job(simulator, job, [("queued", 0), ("completed", 6)])
         relay.subscribe(job, receiver.url("/" + job))
-    wait_until(lambda: all(receiver.types("/" + j) == ["job.queued"] for j in jobs), 20,
-               "job.queued for every job")
+    eventually_sync(lambda: all(receiver.types("/" + j) == ["job.queued"] for j in jobs), 20,
+               what="job.queued for every job")
 
     # The next poll of every job hangs for 3 s upstream. Batches run one after another, so
     # once the last slow answer is being waited for, the batch holding it is in flight.
     httpx.post(simulator + "/_sim/faults",
                json={"mode": "timeout", "delay": 3.0, "count": KILL_JOBS}).raise_for_status()
-    wait_until(lambda: faults_left(simulator) == 0, 15, "every job's slow poll to start")
+    eventually_sync(lambda: faults_left(simulator) == 0, 15, what="every job's slow poll to start")
     victim.kill()
     killed_at = time.monotonic()
     with Redis.from_url(clean_redis, decode_responses=True) as r:
-        leased = [j for j in jobs if r.hget(f"vr:watch:{j}", "lease")]
+        leased = [j for j in jobs if r.hget(keys.watch(j), "lease")]
     assert leased, "the kill should have hit a batch in flight (leases never written back)"
 
     relay.add_worker("survivor")
     expected = ["job.queued", "job.completed"]
     try:
-        wait_until(lambda: all(receiver.types("/" + j) == expected for j in jobs),
-                   KILL_BOUND - (time.monotonic() - killed_at), "every job's job.completed")
+        eventually_sync(lambda: all(receiver.types("/" + j) == expected for j in jobs),
+                   KILL_BOUND - (time.monotonic() - killed_at), what="every job's job.completed")
     except AssertionError:
         got = {j: receiver.types("/" + j) for j in jobs}
         raise AssertionError(f"expected {expected} for each, got {got}") from None
@@ -175,16 +168,8 @@ class RedisServer:
              "--dir", str(self.dir), "--save", "", "--logfile", str(self.dir / "redis.log")],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        with Redis.from_url(self.url) as client:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    client.ping()
-                    return
-                except Exception:  # starting, or still loading the AOF
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+        # Not answering while it starts, or while it loads the AOF.
+        eventually_sync(lambda: answers(self.url), 10, what="redis-server to answer")
 
     def shutdown(self) -> None:
         """SHUTDOWN as an operator would: the AOF is flushed, then the server exits."""
@@ -228,21 +213,23 @@ def test_redis_restart_keeps_subscriptions_watches_and_pending_deliveries(
     sim_job(simulator, "job_live", [("queued", 0), ("processing", 8), ("completed", 14)])
     held = relay.subscribe("job_held", receiver.url("/held"))
     live = relay.subscribe("job_live", receiver.url("/live"))
-    wait_until(lambda: receiver.types("/live") == ["job.queued"], 20, "job_live queued")
-    wait_until(lambda: len(relay.get(f"/v1/subscriptions/{held['id']}/deliveries")["data"]) == 2,
-               20, "two pending events for /held")
+    eventually_sync(lambda: receiver.types("/live") == ["job.queued"], 20, what="job_live queued")
+    eventually_sync(
+        lambda: len(relay.get(f"/v1/subscriptions/{held['id']}/deliveries")["data"]) == 2, 20,
+        what="two pending events for /held")
     before = relay.get(f"/v1/subscriptions/{held['id']}/deliveries")["data"]
     assert [d["status"] for d in before] == ["pending", "pending"]
     assert relay.get("/v1/jobs/job_live")["watching"] is True
 
     own_redis.shutdown()
     assert relay.client.get("/readyz").status_code == 503
-    time.sleep(2.0)  # down for a while: every process notices
+    worker.wait_for_log("redis unavailable")  # down for a while: the worker noticed
     own_redis.start()
     back_at = time.monotonic()
 
     # Nothing was restarted but Redis: both processes must carry on by themselves.
-    wait_until(lambda: relay.client.get("/readyz").status_code == 200, 15, "API ready again")
+    eventually_sync(lambda: relay.client.get("/readyz").status_code == 200, 15,
+                    what="API ready again")
     assert relay.get(f"/v1/subscriptions/{live['id']}")["state"] == "active"
     after = relay.get(f"/v1/subscriptions/{held['id']}/deliveries")["data"]
     assert [d["id"] for d in after] == [d["id"] for d in before]
@@ -261,7 +248,7 @@ def test_redis_restart_keeps_subscriptions_watches_and_pending_deliveries(
                 and receiver.types("/after")[-1:] == ["job.completed"])
 
     try:
-        wait_until(arrived, RESTART_BOUND - (time.monotonic() - back_at), "every event")
+        eventually_sync(arrived, RESTART_BOUND - (time.monotonic() - back_at), what="every event")
     except AssertionError:
         got = {p: receiver.types(p) for p in ("/held", "/live", "/after")}
         raise AssertionError(
@@ -275,8 +262,8 @@ def test_redis_restart_keeps_subscriptions_watches_and_pending_deliveries(
     first = relay.get(f"/v1/subscriptions/{live['id']}/deliveries")["data"][0]["id"]
     retried = relay.client.post(f"/v1/subscriptions/{live['id']}/deliveries/{first}/retry")
     assert retried.status_code == 202, retried.text
-    wait_until(lambda: [r.webhook_id for r in receiver.received].count(first) == 2, 15,
-               "the retried event")
+    eventually_sync(lambda: [r.webhook_id for r in receiver.received].count(first) == 2, 15,
+               what="the retried event")
     assert receiver.rejected == []
 
 
@@ -320,9 +307,10 @@ def test_api_sigterm_finishes_requests_in_flight(
     threads = [threading.Thread(target=slow_post, args=(i,)) for i in range(5)]
     for thread in threads:
         thread.start()
-    wait_until(lambda: len(sent_half) == 5 and all(e.is_set() for e in sent_half), 10,
-               "every request to be half sent")
-    time.sleep(0.3)  # the halves reach the API
+    eventually_sync(lambda: len(sent_half) == 5 and all(e.is_set() for e in sent_half), 10,
+               what="every request to be half sent")
+    eventually_sync(lambda: accepted_connections(api.proc.pid, relay.port) == 5, 10,
+                    what="the API to hold the five requests")
     api.proc.send_signal(15)
 
     def refusing() -> bool:
@@ -334,7 +322,7 @@ def test_api_sigterm_finishes_requests_in_flight(
             return False
         return False
 
-    wait_until(refusing, 10, "the API to stop accepting connections")
+    eventually_sync(refusing, 10, what="the API to stop accepting connections")
     assert api.proc.poll() is None, "the API must wait for requests in flight"
     release.set()
     for thread in threads:
@@ -342,7 +330,7 @@ def test_api_sigterm_finishes_requests_in_flight(
     assert results == dict.fromkeys(range(5), 201)
     assert api.terminate(timeout=20) == 0, api.text()[-2000:]
     with Redis.from_url(clean_redis, decode_responses=True) as r:
-        assert len(r.keys("vr:sub:*")) == 5  # each one was stored
+        assert len(r.keys(keys.sub("*"))) == 5  # each one was stored
 
 
 def test_worker_sigterm_finishes_the_delivery_in_flight(
@@ -352,13 +340,13 @@ def test_worker_sigterm_finishes_the_delivery_in_flight(
     RELAY_DELIVERY_TIMEOUT 5 s): the attempt finishes and is recorded as succeeded, the
     worker exits 0, and nothing is sent twice. Bound: exit within the documented
     RELAY_DELIVERY_TIMEOUT + 5 s (+5 s of process slack)."""
-    relay = new_relay(relays, simulator, RELAY_DELIVERY_TIMEOUT="5s")
+    relay = new_relay(relays, simulator, RELAY_DELIVERY_TIMEOUT="5s", RELAY_LOG_LEVEL="DEBUG")
     relay.start_api()
     worker = relay.add_worker("worker")
     receiver.delay["/slow"] = 2.0
     sim_job(simulator, "job_term", [("completed", 0)])
     sub = relay.subscribe("job_term", receiver.url("/slow"))
-    wait_until(lambda: receiver.attempts, 15, "the attempt to reach the receiver")
+    eventually_sync(lambda: receiver.attempts, 15, what="the attempt to reach the receiver")
 
     worker.proc.send_signal(15)
     assert worker.terminate(timeout=15) == 0, worker.text()[-3000:]
@@ -367,7 +355,6 @@ def test_worker_sigterm_finishes_the_delivery_in_flight(
     assert [(d["status"], len(d["attempts"])) for d in deliveries] == [("succeeded", 1)]
     assert relay.get(f"/v1/subscriptions/{sub['id']}")["state"] == "done"
 
-    # Another worker finds nothing left to send.
-    relay.add_worker("next")
-    time.sleep(2.0)
+    # Another worker finds nothing left to send: its first sweep (at start-up) restarts nothing.
+    relay.add_worker("next").wait_for_log("sweep restarted 0 chains")
     assert [p for p, _ in receiver.attempts] == ["/slow"]

@@ -5,9 +5,8 @@ in the middle of a delivery."""
 from __future__ import annotations
 
 import itertools
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,19 +15,12 @@ from redis import Redis
 
 from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, free_port, sim_job
 from tests.e2e.processes import Process, start_api, start_worker
+from tests.support import eventually_sync
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
 
 FLOW = [("queued", 0), ("processing", 1.5), ("completed", 3.0)]
 FLOW_EVENTS = ["job.queued", "job.processing", "job.completed"]
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Relay:
@@ -79,7 +71,8 @@ def test_relay_end_to_end(relay: Relay, simulator: str, receiver: Receiver) -> N
     receiver.delay["/slow"] = 1.0
     sim_job(simulator, "job_slow", [("completed", 0)])
     slow = relay.subscribe("job_slow", receiver.url("/slow"))
-    wait_until(lambda: receiver.attempts, 10, "the first attempt to reach the slow receiver")
+    eventually_sync(lambda: receiver.attempts, 10,
+                    what="the first attempt to reach the slow receiver")
     victim.kill()
     receiver.delay.pop("/slow")
     relay.add_worker("worker-1")
@@ -129,7 +122,7 @@ def test_relay_end_to_end(relay: Relay, simulator: str, receiver: Receiver) -> N
         return all(receiver.types(p) == e for p, e in expected.items()) and len(slow_attempts) > 1
 
     try:
-        wait_until(all_arrived, 60, "every status change at every receiver")
+        eventually_sync(all_arrived, 60, what="every status change at every receiver")
     except AssertionError:
         got = {p: receiver.types(p) for p in [*expected, "/slow"]}
         raise AssertionError(f"expected {expected}\ngot {got}") from None
@@ -150,15 +143,17 @@ def test_relay_end_to_end(relay: Relay, simulator: str, receiver: Receiver) -> N
     # The slow delivery that was in flight when its worker died arrived, with its webhook-id.
     slow_ids = [wid for path, wid in receiver.attempts if path == "/slow"]
     assert len(set(slow_ids)) == 1 and len(slow_ids) >= 2
-    wait_until(lambda: relay.subscription(slow["id"])["state"] == "done", 10, "slow done")
+    eventually_sync(lambda: relay.subscription(slow["id"])["state"] == "done", 10, what="slow done")
 
     # A receiver failing twice saw the same webhook-id three times.
     flaky_ids = Counter(wid for path, wid in receiver.attempts if path == "/flaky")
     assert sorted(flaky_ids.values()) == [1, 1, 3]
 
     # 410 disables: one attempt, nothing more.
-    wait_until(lambda: relay.subscription(gone["id"])["state"] == "disabled", 10, "disabled")
-    time.sleep(1.0)
+    eventually_sync(lambda: relay.subscription(gone["id"])["state"] == "disabled", 10,
+                    what="disabled")
+    # The 410 was recorded in the same atomic step that dropped the subscription's pending
+    # events, and a disabled subscription gets no new ones: nothing more can be sent.
     assert [p for p, _ in receiver.attempts].count("/gone") == 1
 
     # Two subscriptions on one job share one upstream schedule.
@@ -169,4 +164,5 @@ def test_relay_end_to_end(relay: Relay, simulator: str, receiver: Receiver) -> N
     assert view["status"] == "completed"
 
     for path in ("/ok0", "/filtered", "/missing"):
-        wait_until(lambda p=path: relay.subscription(subs[p]["id"])["state"] == "done", 10, path)
+        eventually_sync(lambda p=path: relay.subscription(subs[p]["id"])["state"] == "done", 10,
+                        what=path)

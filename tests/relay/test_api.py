@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -29,9 +29,10 @@ from tests.conftest import (
     Receiver,
     SettingsFactory,
     api_client,
-    eventually,
     sim_job,
+    walk,
 )
+from tests.support import eventually
 
 ALL_EVENTS = [
     "job.queued", "job.processing", "job.completed", "job.failed", "job.cancelled",
@@ -655,25 +656,11 @@ async def test_job_view_after_polling(
         assert view["status"] == "processing", view
         return view
 
-    view = await eventually_async(polled)
+    view = await eventually(polled)
     assert view["job"]["job_id"] == "job_polled"
     assert view["job"]["status"] == "processing"
     assert is_iso(view["last_polled_at"])
     assert view["subscriptions"][0]["last_status"] in (None, "processing")
-
-
-async def eventually_async(check: Callable[[], Coroutine[Any, Any, Json]],
-                           timeout: float = 15.0) -> Json:
-    """`eventually` for a coroutine check: its first result that raises no AssertionError."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if loop.time() > deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 # --- deliveries and retry (with the worker) --------------------------------------------------
@@ -695,8 +682,9 @@ def assert_attempt(attempt: Json, status_code: int) -> None:
 async def test_deliveries_are_listed_oldest_first(
     api: httpx.AsyncClient, worker: Worker, simulator: str, receiver: Receiver
 ) -> None:
-    sim_job(simulator, "job_d", [("queued", 0), ("processing", 0.3), ("completed", 0.8)])
+    sim_job(simulator, "job_d", [("queued", 0)])
     sub = await create(api, job_id="job_d", url=receiver.url("/d"), metadata={"n": 1})
+    await walk(simulator, "job_d", ["processing", "completed"], lambda: len(receiver.types("/d")))
     expected = ["job.queued", "job.processing", "job.completed"]
     await eventually(lambda: receiver.types("/d") == expected)
 
@@ -705,7 +693,7 @@ async def test_deliveries_are_listed_oldest_first(
         assert [d["status"] for d in found] == ["succeeded"] * 3, found
         return {"data": found}
 
-    found = (await eventually_async(settled))["data"]
+    found = (await eventually(settled))["data"]
     assert [d["event_type"] for d in found] == expected
     assert [d["created_at"] for d in found] == sorted(d["created_at"] for d in found)
     webhook_ids = [r.webhook_id for r in receiver.received if r.path == "/d"]
@@ -733,7 +721,7 @@ async def test_failed_first_attempt_is_visible(
         assert len(found) == 1 and found[0]["status"] == "succeeded", found
         return found[0]
 
-    item = await eventually_async(retried)
+    item = await eventually(retried)
     assert item["event_type"] == "job.completed"
     assert len(item["attempts"]) == 2
     assert_attempt(item["attempts"][0], 500)
@@ -756,7 +744,7 @@ async def test_pending_delivery_shows_next_attempt(
         assert found and found[0]["attempts"], found
         return found[0]
 
-    item = await eventually_async(failing)
+    item = await eventually(failing)
     if item["status"] == "pending":
         assert is_iso(item["next_attempt_at"])
     assert_attempt(item["attempts"][0], 503)
@@ -775,7 +763,7 @@ async def test_retry_resends_with_the_same_webhook_id(
         assert len(found) == 1 and found[0]["status"] == "succeeded", found
         return found[0]
 
-    item = await eventually_async(delivered)
+    item = await eventually(delivered)
     path = f"/v1/subscriptions/{sub['id']}/deliveries/{item['id']}/retry"
     assert_error(await bob.post(path), 404, "NotFoundError")
 
@@ -793,7 +781,7 @@ async def test_retry_resends_with_the_same_webhook_id(
         assert len(found[0]["attempts"]) == 2 and found[0]["status"] == "succeeded", found
         return found[0]
 
-    await eventually_async(two_attempts)
+    await eventually(two_attempts)
 
 
 async def test_retry_with_a_delivery_of_another_subscription_is_404(
@@ -808,7 +796,7 @@ async def test_retry_with_a_delivery_of_another_subscription_is_404(
         assert found, found
         return found[0]
 
-    item = await eventually_async(delivered)
+    item = await eventually(delivered)
     response = await api.post(f"/v1/subscriptions/{two['id']}/deliveries/{item['id']}/retry")
     assert_error(response, 404, "NotFoundError")
 
@@ -855,6 +843,7 @@ async def strict_api(
 async def test_private_callbacks_are_refused(strict_api: httpx.AsyncClient, url: str) -> None:
     response = await strict_api.post("/v1/subscriptions", json={"job_id": "job_1", "url": url})
     assert_validation(response, "url")
+    assert "RELAY_ALLOW_PRIVATE_CALLBACKS=true" in response.json()["message"]  # the way out
     assert (await strict_api.get("/v1/subscriptions")).json()["data"] == []
 
 
@@ -950,8 +939,22 @@ async def test_wrong_method_is_405_in_error_shape(api: httpx.AsyncClient) -> Non
     response = await api.put("/v1/subscriptions")
     assert response.status_code == 405
     body = response.json()
-    assert body["statusCode"] == 405
-    assert set(body) <= {"error", "message", "field", "statusCode"}
+    assert body == {"error": "MethodNotAllowed", "statusCode": 405,
+                    "message": "PUT is not allowed on /v1/subscriptions; use GET, HEAD, POST"}
+
+
+@pytest.mark.parametrize(("path", "allow"), [
+    ("/v1/subscriptions", "GET, HEAD, POST"),
+    ("/v1/subscriptions/sub_x", "DELETE, GET, HEAD"),
+    ("/v1/subscriptions/sub_x/deliveries/msg_y/retry", "POST"),
+    ("/healthz", "GET, HEAD"),
+])
+async def test_405_allow_lists_every_method_of_the_path(
+    api: httpx.AsyncClient, path: str, allow: str
+) -> None:
+    response = await api.request("OPTIONS", path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
 
 
 async def test_metrics_is_prometheus_text(api: httpx.AsyncClient) -> None:

@@ -28,7 +28,8 @@ from relay.delivery.chain import classify
 from relay.delivery.send import ERROR_TEXT_CAP, RESPONSE_BODY_CAP, Attempt, capped, send
 from relay.delivery.transport import PinnedTransport
 from relay.delivery.urls import parse_host_ip
-from tests.conftest import SECRET, ServerThread, eventually
+from tests.conftest import SECRET, ServerThread
+from tests.support import eventually
 
 BIG = 5 * 1024 * 1024
 CHUNK = 64 * 1024

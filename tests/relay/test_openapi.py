@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Any
 
@@ -15,7 +14,8 @@ from referencing.jsonschema import DRAFT202012
 from starlette.routing import Mount
 
 from relay.app import create_app
-from tests.conftest import OTHER_TOKEN, Receiver, api_client, eventually, sim_job
+from tests.conftest import OTHER_TOKEN, Receiver, api_client, sim_job, walk
+from tests.support import eventually
 
 Json = dict[str, Any]
 DOC_URI = "urn:varg-relay:openapi"
@@ -191,6 +191,75 @@ def test_new_subscription_schema_agrees_with_the_api(checker: Checker) -> None:
             checker.validate(bad, schema)
 
 
+URLS = [  # (url, whether the API takes it at registration, syntax only)
+    ("https://hooks.example.com/varg?x=1#f", True), ("HTTP://a.b:8080", True),
+    ("http://a_b.c-d.e.f.g/", True), ("http://1.2.3.4:65535/", True), ("http://[::1]/", True),
+    ("http://a.b:/x", True), ("http://" + ("a" * 62 + ".") * 4 + "x/", True),
+    ("ftp://a.b/", False), ("http://u:p@a.b/", False), ("http://a.b:0/", False),
+    ("http://a.b:65536/", False), ("http://a b/", False), ("http://a.b/\u00a0", False),
+    ("http://" + "a" * 64 + ".com/", False), ("http://" + ("a" * 62 + ".") * 4 + "xy/", False),
+    ("http://-a.com/", False), ("http:///x", False), ("http://a.b\\x", False),
+]
+
+
+@pytest.mark.parametrize(("url", "taken"), URLS)
+def test_the_url_schema_states_what_the_api_enforces(
+    checker: Checker, url: str, taken: bool
+) -> None:
+    from relay.delivery.urls import UnsafeURL, validate_url_syntax
+
+    try:
+        validate_url_syntax(url)
+        api_takes = True
+    except UnsafeURL:
+        api_takes = False
+    assert api_takes == taken, url
+    body = {"job_id": "job_1", "url": url}
+    if taken:
+        checker.validate(body, checker.component("NewSubscription"))
+    else:
+        with pytest.raises(AssertionError):
+            checker.validate(body, checker.component("NewSubscription"))
+
+
+@pytest.mark.parametrize(("job_id", "taken"), [
+    ("job_1", True), ("a" * 128, True), ("a.b:c-d_e", True), ("..a", True),
+    ("", False), ("a" * 129, False), ("..", False), ("â", False), ("a/b", False),
+])  # (not "a\n": Python's `$` matches before a final newline, ECMA-262's, the schema's, does not)
+def test_job_id_parameters_state_the_api_s_pattern(
+    checker: Checker, document: Json, job_id: str, taken: bool
+) -> None:
+    from relay.api.validation import job_id as api_job_id
+    from relay.errors import ValidationError
+
+    try:
+        api_job_id(job_id)
+        assert taken
+    except ValidationError:
+        assert not taken
+    path = document["paths"]["/v1/jobs/{job_id}"]["get"]["parameters"][0]["schema"]
+    query = next(p["schema"] for p in document["paths"]["/v1/subscriptions"]["get"]["parameters"]
+                 if p["name"] == "job_id")
+    for schema in (path, query):
+        if taken:
+            checker.validate(job_id, schema)
+        else:
+            with pytest.raises(AssertionError):
+                checker.validate(job_id, schema)
+
+
+def test_webhooks_describe_every_event_and_its_headers(document: Json) -> None:
+    webhooks = document["webhooks"]
+    assert set(webhooks) == set(document["components"]["schemas"]["EventType"]["enum"])
+    for name, item in webhooks.items():
+        post = item["post"]
+        headers = {p["name"] for p in post["parameters"] if p["in"] == "header"}
+        assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature", "user-agent"}
+        body = post["requestBody"]["content"]["application/json"]["schema"]
+        assert body["allOf"][1]["properties"]["type"]["const"] == name
+        assert {"2XX", "410", "default"} <= set(post["responses"])
+
+
 # --- real responses against the schemas ------------------------------------------------------
 
 
@@ -279,21 +348,25 @@ async def test_delivery_responses_match_the_schemas(
     receiver: Receiver, settings: Any,
 ) -> None:
     receiver.plan["/o"] = [500]
-    sim_job(simulator, "job_o", [("processing", 0), ("completed", 0.3)])
+    sim_job(simulator, "job_o", [("processing", 0)])
     created = await api.post("/v1/subscriptions",
                              json={"job_id": "job_o", "url": receiver.url("/o")})
     sid = checker.check(created, "/v1/subscriptions")["id"]
+    await walk(simulator, "job_o", ["completed"], lambda: len(receiver.attempts))
     await eventually(lambda: receiver.types("/o") == ["job.processing", "job.completed"])
 
-    found: list[Json] = []
-    for _ in range(300):
-        listed = await api.get(f"/v1/subscriptions/{sid}/deliveries")
-        found = checker.check(listed, "/v1/subscriptions/{sid}/deliveries")["data"]
-        if [d["status"] for d in found] == ["succeeded", "succeeded"]:
-            break
-        await asyncio.sleep(0.05)
-    assert [d["status"] for d in found] == ["succeeded", "succeeded"], found
+    async def listed() -> list[Json]:
+        answer = await api.get(f"/v1/subscriptions/{sid}/deliveries")
+        data: list[Json] = checker.check(answer, "/v1/subscriptions/{sid}/deliveries")["data"]
+        return data
+
+    found = await eventually(listed, until=lambda found: [d["status"] for d in found] == [
+        "succeeded", "succeeded"])
     assert found[0]["attempts"][0]["status_code"] == 500
+    for item in found:  # the webhooks as sent conform to the document's webhooks section
+        webhook = checker.doc["webhooks"][item["event_type"]]["post"]
+        checker.validate(item["payload"], webhook["requestBody"]["content"]["application/json"][
+            "schema"])
     for item in found:
         checker.no_undocumented_fields(item, "Delivery")
         for attempt in item["attempts"]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,8 +27,8 @@ from relay.receiver import (
     RedisSeen,
     WebhookReceiver,
 )
+from tests.conftest import REDIS_URL
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 OTHER_SECRET = "whsec_" + base64.b64encode(b"another-key-of-32-bytes-length!!").decode()
 MSG_ID = "msg_2mDbB4hYbzPzmXhWqTQq1E7Vv1a"
@@ -188,6 +187,50 @@ def test_verify_then_mark_seen_after_processing() -> None:
     assert receiver.receive(BODY, signed()) is None
 
 
+def test_process_handles_each_webhook_id_once() -> None:
+    receiver, handled = WebhookReceiver(secret=SECRET), []
+    event = receiver.process(BODY, signed(), handled.append)
+    assert event is not None and handled == [event]
+    assert receiver.process(BODY, signed(timestamp=int(time.time()) + 1), handled.append) is None
+    assert handled == [event]
+
+
+def test_process_releases_the_id_when_handling_fails() -> None:
+    receiver = WebhookReceiver(secret=SECRET)
+
+    def fail(event: Event) -> None:
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError, match="database down"):
+        receiver.process(BODY, signed(), fail)
+    handled: list[Event] = []
+    assert receiver.process(BODY, signed(), handled.append) is not None  # the relay's retry
+    assert len(handled) == 1
+
+
+def test_process_marks_nothing_for_an_invalid_webhook() -> None:
+    receiver, handled = WebhookReceiver(secret=SECRET), []
+    with pytest.raises(InvalidWebhook):
+        receiver.process(BODY, signed(secrets=(new_secret(),)), handled.append)
+    assert receiver.process(BODY, signed(), handled.append) is not None and len(handled) == 1
+
+
+def test_process_needs_a_store_that_can_release() -> None:
+    class AddOnly:
+        def add(self, webhook_id: str) -> bool:
+            return True
+
+    with pytest.raises(TypeError, match="discard"):
+        WebhookReceiver(secret=SECRET, seen=AddOnly()).process(BODY, signed(), print)
+
+
+def test_redis_seen_releases_an_id(sync_redis: redis.Redis) -> None:
+    seen = RedisSeen(sync_redis)
+    assert seen.add(MSG_ID) is True
+    seen.discard(MSG_ID)
+    assert seen.add(MSG_ID) is True
+
+
 def test_custom_seen_store() -> None:
     class Never:
         def add(self, webhook_id: str) -> bool:
@@ -250,7 +293,7 @@ def test_redis_seen_against_real_redis(sync_redis: redis.Redis) -> None:
     assert seen.add(MSG_ID) is True
     assert seen.add(MSG_ID) is False
     assert seen.add("msg_other") is True
-    key = "varg-relay:seen:" + MSG_ID
+    key = seen.prefix + MSG_ID
     assert 0 < int(sync_redis.ttl(key)) <= 120  # type: ignore[arg-type]
     sync_redis.delete(key)  # as if the TTL had run out
     assert seen.add(MSG_ID) is True

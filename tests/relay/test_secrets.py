@@ -10,13 +10,11 @@ tokens, 401/404/405/413/500 paths too), every webhook's headers and body, every 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
 import secrets as pysecrets
 import threading
-import time
 import traceback
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -43,10 +41,10 @@ from tests.conftest import (
     SIM_KEY,
     ServerThread,
     SettingsFactory,
-    eventually,
     running_worker,
     sim_job,
 )
+from tests.support import eventually
 
 TOKEN_A = "tok_" + pysecrets.token_hex(16)
 TOKEN_B = "tok_" + pysecrets.token_hex(16)
@@ -244,7 +242,7 @@ async def test_a_full_flow_leaks_no_secret(
             done = [d["event_type"] for d in found if d["status"] == "succeeded"]
             return len(done) == len(found) and "job.completed" in done
 
-        await eventually_async(all_delivered)
+        await eventually(all_delivered)
         first = (await deliveries())[0]
         assert first["attempts"][0]["status_code"] == 500  # the receiver's answer was kept
         before = len(recorder.requests)
@@ -267,13 +265,6 @@ async def test_a_full_flow_leaks_no_secret(
     assert leaks(await redis_text(), everything) == []
 
 
-async def eventually_async(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"{check.__name__} stayed false"
-        await asyncio.sleep(0.05)
-
-
 async def test_a_refused_upstream_key_is_not_logged_or_reported(
     make_settings: SettingsFactory, redis: Redis, simulator: str, responses: Responses,
     all_logs: pytest.LogCaptureFixture,
@@ -293,7 +284,7 @@ async def test_a_refused_upstream_key_is_not_logged_or_reported(
             async def unready() -> bool:
                 return (await api.get("/readyz")).status_code == 503
 
-            await eventually_async(unready)
+            await eventually(unready)
             await api.get("/v1/jobs/job_refused", headers=bearer("tok_alice"))
     assert "unauthorized" in responses.text()
     assert any("unauthorized" in r.getMessage() for r in all_logs.records)

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from relay.events import ALL_EVENTS
 from relay.ids import new_id
+from relay.store import keys
 from relay.store.store import Budget, Store
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.policy import decide
@@ -68,7 +69,7 @@ async def poll(store: Store, results: dict[str, PollResult]) -> list[str]:
 
 
 async def make_due(redis: Redis, job_id: str) -> None:
-    await redis.zadd("vr:due", {job_id: 0})
+    await redis.zadd(keys.DUE, {job_id: 0})
 
 
 async def bodies(store: Store, sid: str) -> list[dict[str, Any]]:
@@ -84,10 +85,10 @@ async def test_the_job_json_is_kept_apart_so_the_watch_hash_stays_compact(
 ) -> None:
     await subscribe(store, "job_a")
     await poll(store, {"job_a": ok("job_a", "queued")})
-    job_json = await redis.get("vr:job:job_a")
+    job_json = await redis.get(keys.job("job_a"))
     assert json.loads(job_json) == varg_job("job_a", "queued")
     assert len(job_json) > 64  # what would convert the watch hash
-    assert await redis.object("encoding", "vr:watch:job_a") == "listpack"
+    assert await redis.object("encoding", keys.watch("job_a")) == "listpack"
     watch = await store.watch("job_a")
     assert watch is not None
     assert json.loads(watch["job"]) == varg_job("job_a", "queued")
@@ -115,10 +116,10 @@ async def test_an_ended_watch_expires_with_its_job_and_a_new_subscription_keeps_
 ) -> None:
     await subscribe(store, "job_d")
     await poll(store, {"job_d": ok("job_d", "completed")})
-    for key in ("vr:watch:job_d", "vr:job:job_d"):
+    for key in (keys.watch("job_d"), keys.job("job_d")):
         assert 0 < await redis.ttl(key) <= RETENTION
     await subscribe(store, "job_d", url=URL + "/again")
-    for key in ("vr:watch:job_d", "vr:job:job_d"):
+    for key in (keys.watch("job_d"), keys.job("job_d")):
         assert await redis.ttl(key) == -1
 
 
@@ -131,7 +132,7 @@ async def test_events_are_stored_as_letters_and_filter_the_fan_out(
     wants_all = await subscribe(store, "job_e", url=URL + "/all")
     only_done = await subscribe(store, "job_e", url=URL + "/done",
                                 events=["job.completed", "job.failed"])
-    assert await redis.hget(f"vr:sub:{only_done}", "events") == "cf"
+    assert await redis.hget(keys.sub(only_done), "events") == "cf"
     await poll(store, {"job_e": ok("job_e", "processing")})
     await make_due(redis, "job_e")
     await poll(store, {"job_e": ok("job_e", "completed")})
@@ -161,7 +162,7 @@ async def test_a_finished_subscription_is_kept_for_listing_but_not_folded_into(
     second = await subscribe(store, "job_g")
     assert second != first
     assert await store.job_subscription_ids("job_g") == sorted([first, second])
-    index = await redis.hgetall("vr:jobsubs:job_g")
+    index = await redis.hgetall(keys.jobsubs("job_g"))
     assert (index[first], index[second]) == ("0", "1")
     assert list(index.values()).count(second) == 1 and first not in index.values()
 
@@ -171,12 +172,12 @@ async def test_the_watch_ends_when_no_subscription_wants_its_events(
 ) -> None:
     sid = await subscribe(store, "job_h")
     await poll(store, {"job_h": ok("job_h", "queued")})
-    assert await redis.zscore("vr:due", "job_h") is not None
+    assert await redis.zscore(keys.DUE, "job_h") is not None
     await store.delete(sid)
     await make_due(redis, "job_h")
     await poll(store, {"job_h": ok("job_h", "processing")})
-    assert await redis.zscore("vr:due", "job_h") is None
-    assert await redis.hget("vr:watch:job_h", "active") == "0"
+    assert await redis.zscore(keys.DUE, "job_h") is None
+    assert await redis.hget(keys.watch("job_h"), "active") == "0"
     assert [b["type"] for b in await bodies(store, sid)] == ["job.queued"]
 
 
@@ -186,9 +187,9 @@ async def test_a_watch_with_one_subscription_is_compact_after_a_poll(
     sid = await subscribe(store, "job_i", events=[str(e) for e in ALL_EVENTS],
                           metadata={"order": 42})
     await poll(store, {"job_i": ok("job_i", "queued")})
-    for key in (f"vr:sub:{sid}", "vr:watch:job_i", "vr:jobsubs:job_i"):
+    for key in (keys.sub(sid), keys.watch("job_i"), keys.jobsubs("job_i")):
         assert await redis.object("encoding", key) == "listpack", key
-    sub, watch = await redis.hgetall(f"vr:sub:{sid}"), await redis.hgetall("vr:watch:job_i")
+    sub, watch = await redis.hgetall(keys.sub(sid)), await redis.hgetall(keys.watch("job_i"))
     assert sub["last_status"] == "queued"
     times = [sub["created_at"], sub["updated_at"], watch["started_at"], watch["deadline"],
              watch["last_polled_at"], watch["next_poll_at"]]
@@ -202,9 +203,9 @@ async def test_purge_forgets_every_key_of_a_finished_subscription(
     await poll(store, {"job_j": ok("job_j", "queued")})
     await store.delete(sid)
     assert await store.purge_finished(before=time.time() + 1) == 1
-    left = {key async for key in redis.scan_iter(match="vr:*")}
-    assert not {key for key in left if sid in key or key.startswith("vr:msg:msg_")}
-    assert not left & {f"vr:owner:{OWNER}", "vr:jobsubs:job_j", "vr:finished"}
+    left = {key async for key in redis.scan_iter(match=keys.PREFIX + "*")}
+    assert not {key for key in left if sid in key or key.startswith(keys.msg("msg_"))}
+    assert not left & {keys.owner(OWNER), keys.jobsubs("job_j"), keys.FINISHED}
 
 
 LONG_URL = "https://hooks.example.com/varg/webhooks/a1b2c3d4e5f6/events?token=" + "t" * 54
@@ -217,9 +218,9 @@ async def test_a_long_url_and_metadata_get_keys_of_their_own(
     assert len(LONG_URL) == 120
     sid = await subscribe(store, "job_k", url=LONG_URL, metadata=LONG_METADATA)
     await poll(store, {"job_k": ok("job_k", "queued")})
-    assert await redis.object("encoding", f"vr:sub:{sid}") == "listpack"
-    assert await redis.get(f"vr:sub:{sid}:url") == LONG_URL
-    assert json.loads(await redis.get(f"vr:sub:{sid}:metadata")) == LONG_METADATA
+    assert await redis.object("encoding", keys.sub(sid)) == "listpack"
+    assert await redis.get(keys.spilled(sid, "url")) == LONG_URL
+    assert json.loads(await redis.get(keys.spilled(sid, "metadata"))) == LONG_METADATA
     sub = await store.subscription(sid)
     assert sub is not None
     assert (sub["url"], json.loads(sub["metadata"])) == (LONG_URL, LONG_METADATA)
@@ -232,16 +233,16 @@ async def test_a_long_url_and_metadata_get_keys_of_their_own(
 async def test_a_short_url_and_metadata_stay_in_the_hash(store: Store, redis: Redis) -> None:
     metadata = {"a": "x" * 56}  # 64 bytes of JSON without spaces, as stored
     sid = await subscribe(store, "job_l", metadata=metadata)
-    stored = await redis.hmget(f"vr:sub:{sid}", ["url", "metadata"])
+    stored = await redis.hmget(keys.sub(sid), ["url", "metadata"])
     assert stored == [URL, '{"a":"' + "x" * 56 + '"}']
-    assert not await redis.exists(f"vr:sub:{sid}:url", f"vr:sub:{sid}:metadata")
+    assert not await redis.exists(keys.spilled(sid, "url"), keys.spilled(sid, "metadata"))
 
 
 async def test_purge_forgets_long_values_too(store: Store, redis: Redis) -> None:
     sid = await subscribe(store, "job_m", url=LONG_URL, metadata=LONG_METADATA)
     await store.delete(sid)
     assert await store.purge_finished(before=time.time() + 1) == 1
-    assert not [key async for key in redis.scan_iter(match=f"vr:sub:{sid}*")]
+    assert not [key async for key in redis.scan_iter(match=keys.sub(sid) + "*")]
 
 
 @pytest.mark.parametrize(("outcome", "state"), [("succeeded", "done"), ("disabled", "disabled")])
@@ -255,6 +256,6 @@ async def test_a_subscription_finished_by_delivery_frees_its_place(
     attempt = {"at": time.time(), "status_code": 200, "error": None, "duration_ms": 1}
     await store.record_attempt(head[0], attempt, outcome, None)
     assert (await store.subscription(sid) or {}).get("state") == state
-    assert await redis.hgetall("vr:jobsubs:job_n") == {sid: "0"}
-    assert await redis.zscore("vr:finished", sid) is not None
+    assert await redis.hgetall(keys.jobsubs("job_n")) == {sid: "0"}
+    assert await redis.zscore(keys.FINISHED, sid) is not None
     assert await subscribe(store, "job_n") != sid

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from relay.ids import new_id
+from relay.store import keys
 from relay.store.store import CANDIDATE_FIELDS, WATCH_FIELDS, Budget, Candidates, LeasedJob, Store
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.policy import FIRST_LOOK, decide, poll_value
@@ -83,7 +84,7 @@ async def watched(store: Store, count: int) -> list[str]:
 
 
 async def due_at(store: Store, job_id: str) -> float | None:
-    score: float | None = await store.redis.zscore("vr:due", job_id)
+    score: float | None = await store.redis.zscore(keys.DUE, job_id)
     return score
 
 
@@ -114,7 +115,7 @@ async def test_due_jobs_come_back_as_candidates_with_their_fields_and_nothing_is
     assert again.allowance == 50 and sorted(j.job_id for j in again.jobs) == sorted(
         j.job_id for j in found.jobs)
     for job_id, score in scores.items():
-        assert await store.redis.hget(f"vr:watch:{job_id}", "lease") is None
+        assert await store.redis.hget(keys.watch(job_id), "lease") is None
         assert await due_at(store, job_id) == score
 
 
@@ -123,7 +124,7 @@ async def test_candidates_carry_what_the_last_poll_saw(store: Store) -> None:
     poll count and poll time, and no longer the urgent mark."""
     await watch(store, "job_seen")
     written = await poll_once(store, ["job_seen"])
-    await store.redis.zadd("vr:due", {"job_seen": 0})
+    await store.redis.zadd(keys.DUE, {"job_seen": 0})
     found = await cycle(store)
     [job] = found.jobs
     assert job.fields["status"] == "processing"
@@ -139,7 +140,7 @@ async def test_max_candidates_names_the_earliest_due_first(store: Store) -> None
     for job_id in ("job_1", "job_2", "job_3", "job_4", "job_5"):
         await watch(store, job_id)
     scores = {"job_1": 50, "job_2": 10, "job_3": 40, "job_4": 20, "job_5": 30}
-    await store.redis.zadd("vr:due", scores)
+    await store.redis.zadd(keys.DUE, scores)
     found = await cycle(store, max_candidates=2)
     assert [j.job_id for j in found.jobs] == ["job_2", "job_4"]
 
@@ -172,9 +173,9 @@ async def test_max_candidates_zero_only_writes_back(store: Store) -> None:
                           max_candidates=0)
     assert (written.reason, written.allowance, written.jobs, written.wait) == ("idle", 0, [], 0.0)
     assert written.kicked == [sid]
-    assert await store.redis.hget("vr:watch:job_polled", "polls") == "1"
-    assert await store.redis.hget("vr:watch:job_polled", "status") == "processing"
-    assert await store.redis.llen(f"vr:outbox:{sid}") == 1
+    assert await store.redis.hget(keys.watch("job_polled"), "polls") == "1"
+    assert await store.redis.hget(keys.watch("job_polled"), "status") == "processing"
+    assert await store.redis.llen(keys.outbox(sid)) == 1
     # Only the one lease was charged: 2 of 3 left.
     assert (await cycle(store, budget)).allowance == 2
 
@@ -186,11 +187,11 @@ async def test_a_pause_names_no_candidate_but_still_writes_back(store: Store) ->
     found = await cycle(store)
     jobs = await store.lease(["job_p"], "tok-p", LEASE, ROOMY)
     await store.pause_upstream(20)
-    await store.redis.zadd("vr:due", {"job_other": 0})
+    await store.redis.zadd(keys.DUE, {"job_other": 0})
     paused = await cycle(store, decisions=decisions_for(jobs, "tok-p", found.now))
     assert (paused.reason, paused.allowance, paused.jobs) == ("pause", 0, [])
     assert 15 < paused.wait <= 20
-    assert await store.redis.hget("vr:watch:job_p", "polls") == "1"
+    assert await store.redis.hget(keys.watch("job_p"), "polls") == "1"
 
 
 # --- the budget --------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ async def test_leasing_takes_at_most_the_allowance_and_a_spent_window_says_budge
     assert (spent.reason, spent.allowance, spent.jobs) == ("budget", 0, [])
     assert 55 < spent.wait <= 61.0
     assert await store.lease(ids[5:], "tok-2", LEASE, budget) == []
-    assert all([await store.redis.hget(f"vr:watch:{j}", "lease") is None for j in ids[5:]])
+    assert all([await store.redis.hget(keys.watch(j), "lease") is None for j in ids[5:]])
 
 
 async def test_the_allowance_is_the_room_left_in_the_window(store: Store) -> None:
@@ -299,7 +300,7 @@ async def test_lease_takes_ids_in_the_given_order_while_the_allowance_lasts(stor
     leased = await store.lease(["job_d", "job_b", "job_a", "job_c"], "tok-1", LEASE, budget)
     assert [j.job_id for j in leased] == ["job_d", "job_b"]
     for job_id in ("job_a", "job_c"):
-        assert await store.redis.hget(f"vr:watch:{job_id}", "lease") is None
+        assert await store.redis.hget(keys.watch(job_id), "lease") is None
     assert sorted(j.job_id for j in (await cycle(store)).jobs) == ["job_a", "job_c"]
 
 
@@ -317,13 +318,13 @@ async def test_a_lease_returns_the_watch_sets_its_token_and_pushes_its_due_time(
     assert job.job_id == "job_l" and tuple(job.fields) == WATCH_FIELDS
     assert float(job.fields["deadline"]) == pytest.approx(before.now + 3600.0, abs=5)
     assert job.fields["failures"] == "0"
-    assert await store.redis.hget("vr:watch:job_l", "lease") == "tok-first"
+    assert await store.redis.hget(keys.watch("job_l"), "lease") == "tok-first"
     score = await due_at(store, "job_l")
     assert score is not None and before.now + LEASE <= score <= after.now + LEASE
     assert after.jobs == []
 
     assert await store.lease(["job_l"], "tok-second", LEASE, ROOMY) == []
-    assert await store.redis.hget("vr:watch:job_l", "lease") == "tok-first"
+    assert await store.redis.hget(keys.watch("job_l"), "lease") == "tok-first"
     assert await due_at(store, "job_l") == score
 
 
@@ -335,14 +336,14 @@ async def test_a_job_not_due_and_an_unknown_id_are_skipped_and_not_charged(store
     await watch(store, "job_spare")  # stays due, so poll_cycle reports the allowance
     found = await cycle(store)
     later = found.now + 100
-    await store.redis.zadd("vr:due", {"job_later": later})
+    await store.redis.zadd(keys.DUE, {"job_later": later})
     budget = Budget(limit=3, window=61.0, pace=0.0625, burst=64)
 
     leased = await store.lease(["job_nope", "job_later", "job_due"], "tok-1", LEASE, budget)
     assert [j.job_id for j in leased] == ["job_due"]
-    assert await store.redis.hget("vr:watch:job_later", "lease") is None
+    assert await store.redis.hget(keys.watch("job_later"), "lease") is None
     assert await due_at(store, "job_later") == pytest.approx(later)
-    assert not await store.redis.exists("vr:watch:job_nope")
+    assert not await store.redis.exists(keys.watch("job_nope"))
     assert (await cycle(store, budget)).allowance == 2
     assert await store.lease([], "tok-2", LEASE, budget) == []
     assert (await cycle(store, budget)).allowance == 2
@@ -364,7 +365,7 @@ async def test_a_write_back_with_the_lease_token_clears_the_lease_and_reschedule
                           max_candidates=0)
 
     assert written.kicked == [sid]
-    hash_ = await store.redis.hgetall("vr:watch:job_w")
+    hash_ = await store.redis.hgetall(keys.watch("job_w"))
     assert "lease" not in hash_ and "urgent" not in hash_
     assert (hash_["status"], hash_["polls"], hash_["model"]) == ("processing", "1", MODEL)
     assert float(hash_["next_poll_at"]) == pytest.approx(written.now + DELAY, abs=0.002)
@@ -388,16 +389,16 @@ async def test_a_write_back_with_a_stale_token_is_ignored(store: Store) -> None:
     late = await cycle(store, decisions=decisions_for(a_jobs, "tok-a", first.now),
                        max_candidates=0)
     assert late.kicked == []
-    hash_ = await store.redis.hgetall("vr:watch:job_s")
+    hash_ = await store.redis.hgetall(keys.watch("job_s"))
     assert hash_["lease"] == "tok-b"
     assert "polls" not in hash_ and "status" not in hash_
     assert await due_at(store, "job_s") == b_due
-    assert await store.redis.llen(f"vr:outbox:{sid}") == 0
+    assert await store.redis.llen(keys.outbox(sid)) == 0
 
     applied = await cycle(store, decisions=decisions_for(b_jobs, "tok-b", second.now),
                           max_candidates=0)
     assert applied.kicked == [sid]
-    assert await store.redis.hget("vr:watch:job_s", "polls") == "1"
+    assert await store.redis.hget(keys.watch("job_s"), "polls") == "1"
 
 
 async def test_a_decision_is_applied_once(store: Store) -> None:
@@ -410,8 +411,8 @@ async def test_a_decision_is_applied_once(store: Store) -> None:
     await cycle(store, decisions=decisions, max_candidates=0)
     again = await cycle(store, decisions=decisions, max_candidates=0)
     assert again.kicked == []
-    assert await store.redis.hget("vr:watch:job_once", "polls") == "1"
-    assert await store.redis.llen(f"vr:outbox:{sid}") == 1
+    assert await store.redis.hget(keys.watch("job_once"), "polls") == "1"
+    assert await store.redis.llen(keys.outbox(sid)) == 1
 
 
 # --- urgency -----------------------------------------------------------------------------------
@@ -425,17 +426,17 @@ async def test_a_new_subscription_marks_the_watch_urgent_and_the_write_back_clea
     it is then worth FIRST_LOOK: the new subscriber waits for its first status); a duplicate
     of a live one (same owner, url, events) does neither."""
     await watch(store, "job_u")
-    assert await store.redis.hget("vr:watch:job_u", "urgent") == "1"
+    assert await store.redis.hget(keys.watch("job_u"), "urgent") == "1"
     written = await poll_once(store, ["job_u"])
-    assert await store.redis.hget("vr:watch:job_u", "urgent") is None
+    assert await store.redis.hget(keys.watch("job_u"), "urgent") is None
     assert await due_at(store, "job_u") == pytest.approx(written.now + DELAY, abs=0.001)
 
     await store.subscribe(new_id("sub"), OWNER, "job_u", URL, EVENTS, {}, 3600.0)  # duplicate
-    assert await store.redis.hget("vr:watch:job_u", "urgent") is None
+    assert await store.redis.hget(keys.watch("job_u"), "urgent") is None
     assert (await cycle(store)).jobs == []
 
     await watch(store, "job_u", url=URL + "/second")
-    assert await store.redis.hget("vr:watch:job_u", "urgent") == "1"
+    assert await store.redis.hget(keys.watch("job_u"), "urgent") == "1"
     found = await cycle(store)
     [job] = found.jobs
     assert job.job_id == "job_u" and job.fields["urgent"] == "1"
@@ -454,8 +455,8 @@ async def test_a_pause_taken_after_the_candidates_were_named_stops_the_lease(
     assert [j.job_id for j in found.jobs] == ["job_p"]
     await store.pause_upstream(5.0)
     assert await store.lease(["job_p"], "tok-a", LEASE, ROOMY) == []
-    assert await store.redis.zcard("vr:rl:window") == 0
-    assert await store.redis.hget("vr:watch:job_p", "lease") is None
+    assert await store.redis.zcard(keys.RL_WINDOW) == 0
+    assert await store.redis.hget(keys.watch("job_p"), "lease") is None
 
 
 async def test_a_new_subscription_leaves_a_poll_in_flight_alone(store: Store) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -23,10 +23,12 @@ from starlette.applications import Starlette
 from config import Settings, load_settings
 from relay.devtools.simulator import SimJob, Step, create_simulator
 from relay.ids import new_id
+from relay.store import keys
 from relay.store.store import Store
 from relay.upstream.poller import BURST_SECONDS
 from relay.worker import running_worker
 from tests.conftest import SIM_KEY, ServerThread, env_for, sim_job
+from tests.support import eventually
 
 OWNER = "0123456789abcdef0123456789abcdef"
 HOOK = "http://127.0.0.1:9/never-called"
@@ -92,19 +94,11 @@ async def watch(store: Store, job_id: str, url: str = HOOK) -> None:
 
 async def settled(store: Store, job_ids: list[str]) -> bool:
     """No lease outstanding on these jobs (every poll in flight was written back)."""
-    leases = [await store.redis.hget(f"vr:watch:{j}", "lease") for j in job_ids]
+    leases = [await store.redis.hget(keys.watch(j), "lease") for j in job_ids]
     return all(lease is None for lease in leases)
 
 
-async def wait_until(probe: Callable[[], Awaitable[bool]], timeout: float) -> None:
-    """Until `await probe()` is truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{probe.__name__} still false after {timeout}s")
-        await asyncio.sleep(0.05)
-
-
+@pytest.mark.slow
 async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     """Four workers, 30 jobs that never finish and always want polling (intervals 100-500 ms),
     RELAY_UPSTREAM_RATE_LIMIT=60 and Varg enforcing the same 60/min, for 7 s: all workers
@@ -136,6 +130,7 @@ async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     assert max(stats["by_job"].values()) == 1, stats["by_job"]
 
 
+@pytest.mark.slow
 async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
     sim: Sim, redis: Redis
 ) -> None:
@@ -154,32 +149,32 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
         await watch(store, job_id)
 
     async def last_polled(job_id: str) -> float:
-        return float(await store.redis.hget(f"vr:watch:{job_id}", "last_polled_at") or 0)
+        return float(await store.redis.hget(keys.watch(job_id), "last_polled_at") or 0)
 
     async with running_worker(relay_settings(sim, 40)):
         async def old_polled() -> bool:
             return all([await last_polled(j) > 0 for j in old])
 
-        await wait_until(old_polled, 15)
+        await eventually(old_polled, 15)
         await store.pause_upstream(60)
 
         async def old_settled() -> bool:
             return await settled(store, old)
 
-        await wait_until(old_settled, 10)
+        await eventually(old_settled, 10)
         await asyncio.sleep(0.6)  # every polled job is now overdue (max interval 500 ms)
         before = {j: await last_polled(j) for j in old}
         waited_least = max(old, key=lambda j: before[j])
         for job_id in new:
             await watch(store, job_id)
         await watch(store, waited_least, url=HOOK + "/second")
-        await store.redis.delete("vr:pause")
+        await store.redis.delete(keys.PAUSE)
 
         async def all_polled_again() -> bool:
             after = [await last_polled(j) for j in old + new]
             return all(t > before.get(j, 0) for j, t in zip(old + new, after, strict=True))
 
-        await wait_until(all_polled_again, 25)
+        await eventually(all_polled_again, 25)
         polled_at = {j: await last_polled(j) for j in old + new}
 
     others = sorted((j for j in old if j != waited_least), key=lambda j: before[j])
@@ -189,6 +184,7 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
     assert sorted(order[3:]) == new, (before, polled_at)
 
 
+@pytest.mark.slow
 async def test_a_short_budget_goes_to_the_job_most_likely_done(
     sim: Sim, redis: Redis
 ) -> None:
@@ -210,25 +206,25 @@ async def test_a_short_budget_goes_to_the_job_most_likely_done(
 
     async with running_worker(relay_settings(sim, 40, max_interval="60s")):
         async def both_polled() -> bool:
-            counts = [await store.redis.hget(f"vr:watch:{j}", "polls") for j in (video, image)]
+            counts = [await store.redis.hget(keys.watch(j), "polls") for j in (video, image)]
             return all(int(c or 0) >= 1 for c in counts)
 
-        await wait_until(both_polled, 15)
+        await eventually(both_polled, 15)
         await store.pause_upstream(60)
 
         async def both_settled() -> bool:
             return await settled(store, [video, image])
 
-        await wait_until(both_settled, 10)
+        await eventually(both_settled, 10)
         await watch(store, fresh)
         before = {j: await sim.polls(j) for j in (fresh, video, image)}
-        await store.redis.zadd("vr:due", {fresh: 0, video: 0, image: 0})
-        await store.redis.delete("vr:pause")
+        await store.redis.zadd(keys.DUE, {fresh: 0, video: 0, image: 0})
+        await store.redis.delete(keys.PAUSE)
 
         async def image_twice() -> bool:
             return await sim.polls(image) >= before[image] + 2
 
-        await wait_until(image_twice, 20)
+        await eventually(image_twice, 20)
         after = {j: await sim.polls(j) for j in (fresh, video)}
 
     assert before[video] == 1 and before[fresh] == 0, before
@@ -251,10 +247,11 @@ async def test_a_budget_under_60_a_minute_still_polls(sim: Sim, redis: Redis) ->
         async def polled() -> bool:
             return await sim.polls("job_slow_budget") >= 1
 
-        await wait_until(polled, 10)
+        await eventually(polled, 10)
 
 
 
+@pytest.mark.slow
 async def test_varg_s_lower_limit_header_tightens_the_budget(redis: Redis) -> None:
     """RELAY_UPSTREAM_RATE_LIMIT=600 but Varg enforces 30 a minute and says so in
     X-RateLimit-Limit: after the first batch (the burst of 600/min: 20) the relay paces by
@@ -273,4 +270,4 @@ async def test_varg_s_lower_limit_header_tightens_the_budget(redis: Redis) -> No
         stats = await own.stats()
     assert 10 <= stats["requests"] <= 20 + 6.0 / 2 + 1, stats
     assert stats["by_code"].get("429", 0) == 0, stats
-    assert await redis.get("vr:rl:cap") == "30"
+    assert await redis.get(keys.RL_CAP) == "30"

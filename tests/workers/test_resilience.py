@@ -1,15 +1,12 @@
 """Nothing lost: receiver outages and upstream storms, with an in-process worker.
 
 Each test states the guarantee it checks and the bound it allows. Bounds are generous
-timeouts (`eventually`), never speed claims.
+timeouts (`tests.support.eventually`), never speed claims.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,10 +24,12 @@ from tests.conftest import (
     ServerThread,
     SettingsFactory,
     api_client,
-    eventually,
     running_worker,
     sim_job,
 )
+from tests.support import eventually
+
+pytestmark = pytest.mark.slow
 
 FLOW = [("queued", 0), ("processing", 1.0), ("completed", 2.5)]
 FLOW_EVENTS = ["job.queued", "job.processing", "job.completed"]
@@ -76,25 +75,6 @@ def runs(ids: list[str]) -> list[tuple[str, int]]:
         else:
             out.append((wid, 1))
     return out
-
-
-async def eventually_async(
-    probe: Callable[[], Any], good: Callable[[Any], bool], timeout: float
-) -> Any:
-    """Like `eventually`, for a coroutine probe: wait until `good(await probe())`."""
-    latest: list[Any] = []
-
-    async def step() -> None:
-        latest.append(await probe())
-
-    deadline = time.monotonic() + timeout
-    while True:
-        await step()
-        if good(latest[-1]):
-            return latest[-1]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {latest[-1]!r} after {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 def in_flow_order(types: list[str]) -> bool:
@@ -156,7 +136,7 @@ async def test_receiver_port_closed_then_open_nothing_dropped_in_order(
             log = await deliveries(api, sub["id"])
             return len(log[0]["attempts"]) if log else 0
 
-        await eventually_async(refused_attempts, lambda n: n >= 3, 15)
+        await eventually(refused_attempts, 15, until=lambda n: n >= 3)
         with server:
             await eventually(lambda: receiver.types("/control")[-1:] == ["job.completed"],
                              timeout=20)
@@ -242,8 +222,8 @@ async def test_upstream_401_shows_in_readyz_then_recovers(
             return readiness[-1]
 
         await subscribe(api, "job_401", receiver.url("/auth"))
-        await eventually_async(ready, lambda r: r == (503, "upstream: unauthorized"), 15)
-        await eventually_async(ready, lambda r: r[0] == 200, 30)
+        await eventually(ready, 15, until=lambda r: r == (503, "upstream: unauthorized"))
+        await eventually(ready, 30, until=lambda r: r[0] == 200)
         await eventually(lambda: receiver.types("/auth") == ["job.completed"], timeout=30)
 
     assert polls("unauthorized") - before >= 1
