@@ -78,7 +78,12 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--rate-limit", type=int, default=None, metavar="N",
                      help="answer 429 past N requests a minute, as Varg does (default: none)")
     sim.set_defaults(run=run_simulate)
-    inbox = sub.add_parser("inbox", help="a test receiver that verifies webhooks (dev)")
+    inbox = sub.add_parser(
+        "inbox", help="a test receiver that verifies webhooks (dev)",
+        description="A receiver for trying the relay out: POST /_dev/inbox verifies each "
+                    "webhook with the first of RELAY_SIGNING_SECRETS, GET /_dev/inbox lists "
+                    "what arrived. Not for production.",
+    )
     inbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
     inbox.add_argument("--port", type=int, default=8002, help="port to listen on")
     inbox.set_defaults(run=run_inbox)

@@ -260,11 +260,16 @@ PATHS: dict[str, Any] = {
 
 # --- the dashboard's routes (relay/api/dashboard.py) -----------------------------------------
 
-_PAGE = [
-    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-    {"name": "cursor", "in": "query", "schema": {"type": "string"},
-     "description": "`next_cursor` of the previous page"},
-]
+def _page(cursor_pattern: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "limit", "in": "query",
+         "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+        {"name": "cursor", "in": "query", "schema": {"type": "string", "pattern": cursor_pattern},
+         "description": "`next_cursor` of the previous page"},
+    ]
+
+
+DELIVERY_CURSOR_PATTERN = r"^(sub_[0-9A-Z]{26}(\.msg_[0-9A-Za-z]{1,64})?)?$"
 _SINCE = {"type": "string", "format": "date-time",
           "description": "ISO 8601; UTC when it has no offset"}
 
@@ -342,7 +347,7 @@ SCHEMAS.update({
     },
 })
 
-_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": JOB_ID}
 
 PATHS.update({
     "/v1/jobs": {"get": {
@@ -350,11 +355,14 @@ PATHS.update({
         "description": "Jobs the caller has subscriptions on, by its newest subscription of "
                        "each, newest first. A page may be short while `next_cursor` is set.",
         "parameters": [
-            {"name": "status", "in": "query", "schema": {"type": "string"},
+            {"name": "status", "in": "query",
+             "schema": {"type": "string", "pattern": "^([a-z_]{1,32})?$"},
              "description": "only jobs last seen with this status"},
-            {"name": "q", "in": "query", "schema": {"type": "string"},
+            {"name": "q", "in": "query",
+             "schema": {"type": "string", "maxLength": JOB_ID_MAX,
+                        "pattern": f"^$|{JOB_ID_PATTERN}"},
              "description": "part of a job id"},
-            *_PAGE,
+            *_page(CURSOR_PATTERN),
         ],
         "responses": {"200": _page_of("JobSummary", "a page, newest first"),
                       **_errors(400), **_AUTHED},
@@ -380,7 +388,7 @@ PATHS.update({
              "schema": {"type": "string", "enum": ["pending", "succeeded", "failed"]}},
             {"name": "since", "in": "query", "schema": _SINCE,
              "description": "only deliveries created at or after this time"},
-            *_PAGE,
+            *_page(DELIVERY_CURSOR_PATTERN),
         ],
         "responses": {"200": _page_of("Delivery", "a page"), **_errors(400), **_AUTHED},
     }},

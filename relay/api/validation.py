@@ -186,7 +186,7 @@ def delivery_status(value: str | None) -> str | None:
 
 def since(value: Any, required: bool = False) -> float | None:
     """An ISO 8601 time (UTC when it has no offset), as Unix seconds."""
-    if value is None or value == "":
+    if value is None:
         if required:
             raise ValidationError("since is required: an ISO 8601 time", field="since")
         return None

@@ -18,7 +18,7 @@ def commands() -> dict[str, argparse.ArgumentParser]:
 def test_every_command_and_option_has_help_text() -> None:
     root = parser()
     sub = next(a for a in root._actions if isinstance(a, argparse._SubParsersAction))
-    assert [c.dest for c in sub._choices_actions] == ["api", "worker", "dev", "simulate"]
+    assert [c.dest for c in sub._choices_actions] == ["api", "worker", "dev", "simulate", "inbox"]
     assert all(c.help for c in sub._choices_actions)
     for name, command in {"varg-relay": root, **commands()}.items():
         assert command.description, name

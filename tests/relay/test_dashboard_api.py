@@ -25,9 +25,9 @@ from tests.relay.test_api import (
     assert_validation,
     create,
     deliveries,
-    eventually_async,
     is_iso,
 )
+from tests.support import eventually
 
 Json = dict[str, Any]
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"  # a name, not a place anything is loaded from
@@ -140,7 +140,7 @@ async def test_jobs_filter_by_status(
             "job_done": "completed", "job_wait": "queued"}, page
         return page
 
-    page = await eventually_async(polled)
+    page = await eventually(polled)
     done = next(j for j in page["data"] if j["job_id"] == "job_done")
     assert done["model"] == "fal:flux-schnell" and done["polls"] >= 1
     assert done["watching"] is False and done["next_poll_at"] is None
@@ -196,7 +196,7 @@ async def test_timeline_lists_each_observed_status_with_its_webhooks(
         assert all(w["status"] == "succeeded" for e in body["data"] for w in e["webhooks"])
         return body
 
-    body = await eventually_async(done)
+    body = await eventually(done)
     assert body["job_id"] == "job_t"
     queued, completed = body["data"]
     assert queued["status"] == "queued" and is_iso(queued["observed_at"])
@@ -241,7 +241,7 @@ async def failing_subscription(api: httpx.AsyncClient, simulator: str, receiver:
         assert [d["status"] for d in found] == ["failed"], found
         return sub
 
-    return await eventually_async(failed)
+    return await eventually(failed)
 
 
 async def test_failed_deliveries_across_subscriptions(
@@ -252,7 +252,7 @@ async def test_failed_deliveries_across_subscriptions(
     two = await failing_subscription(api, simulator, receiver, "job_f2", "/f2")
     sim_job(simulator, "job_ok", [("completed", 0)])
     ok = await create(api, job_id="job_ok", url=receiver.url("/ok"))
-    await eventually_async(lambda: _succeeded(api, ok["id"]))
+    await eventually(lambda: _succeeded(api, ok["id"]))
     gone = await failing_subscription(api, simulator, receiver, "job_f3", "/f3")
     assert (await api.delete(f"/v1/subscriptions/{gone['id']}")).status_code == 204
 
@@ -281,7 +281,7 @@ async def test_deliveries_pages_walk_every_delivery_once(
     one = await create(api, job_id="job_p1", url=receiver.url("/p1"))
     two = await create(api, job_id="job_p2", url=receiver.url("/p2"))
     for sub in (one, two):
-        await eventually_async(lambda sub=sub: _two_succeeded(api, sub["id"]))
+        await eventually(lambda sub=sub: _two_succeeded(api, sub["id"]))
     walked = await walk(api, "/v1/deliveries", limit=1)
     expected = [d["id"] for sid in (two["id"], one["id"])
                 for d in reversed(await deliveries(api, sid))]
@@ -309,7 +309,7 @@ async def test_retry_all_failed_since_queues_them_again(
     assert response.status_code == 202, response.text
     assert response.json() == {"queued": 2, "subscriptions": 2}
     for sub in (one, two):  # the receiver's plan is spent: the next attempt succeeds
-        found = await eventually_async(lambda sub=sub: _succeeded(api, sub["id"]))
+        found = await eventually(lambda sub=sub: _succeeded(api, sub["id"]))
         assert len(found["data"][0]["attempts"]) == 5
     assert (await get_json(api, "/v1/deliveries", status="failed"))["data"] == []
     assert receiver.rejected == []
@@ -353,7 +353,7 @@ async def test_upstream_shows_requests_429s_and_the_key_state(
         assert body["requests_last_minute"] >= 1, body
         return body
 
-    body = await eventually_async(polled)
+    body = await eventually(polled)
     assert body["budget_per_minute"] == body["configured_per_minute"] == 6000
     assert len(body["requests"]) == 12 and len(body["rate_limited"]) == 12
     assert sum(b["count"] for b in body["requests"]) == body["requests_last_minute"]
