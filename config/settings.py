@@ -2,8 +2,9 @@
 
 Every variable of the public contract is here with its default; the extensions are the
 `RELAY_POLL_*`, `RELAY_STREAMS_*`, `RELAY_STREAM_IDLE_TIMEOUT`, `RELAY_LOG_*`,
-`RELAY_METRICS_PORT` and `RELAY_DELIVERY_CONCURRENCY` variables, documented in the README. A wrong value raises `SettingsError` naming the variable, which the
-CLI prints as one line before exiting.
+`RELAY_METRICS_PORT` and `RELAY_DELIVERY_CONCURRENCY` variables, documented in the README.
+A wrong value raises `SettingsError` naming the variable, which the CLI prints as one line
+before exiting.
 """
 
 from __future__ import annotations

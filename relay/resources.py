@@ -9,7 +9,8 @@ from redis.asyncio import Redis
 
 from config import Settings
 from relay.store.store import Store
-from relay.upstream.client import VargClient, new_http_client
+from relay.upstream.client import VargClient, classify, new_http_client
+from relay.upstream.v2 import api_base, classify_v2
 
 
 @dataclass
@@ -38,10 +39,16 @@ def open_resources(
         settings=settings,
         redis=redis,
         store=Store(redis),
-        varg=VargClient(settings.varg_api_url, settings.varg_api_key, upstream),
+        varg=varg_client(settings, upstream),
         upstream_http=upstream,
         delivery_http=delivery,
     )
+
+
+def varg_client(settings: Settings, http: httpx.AsyncClient) -> VargClient:
+    version = settings.varg_api_version
+    return VargClient(api_base(settings.varg_api_url, version), settings.varg_api_key, http,
+                      classify_v2 if version == "v2" else classify)
 
 
 async def close_resources(resources: Resources) -> None:

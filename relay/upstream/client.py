@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -35,6 +36,7 @@ class PollResult:
     status_code: int | None = None
     duration: float = 0.0
     rate_headers: dict[str, str] = field(default_factory=dict)
+    received: dict[str, Any] | None = None  # the job as sent, when `job` is adapted from it (v2)
 
     @property
     def status(self) -> str | None:
@@ -66,11 +68,24 @@ def parse_job(content: bytes) -> dict[str, Any] | None:
     return job
 
 
+Classify = Callable[[httpx.Response, float], PollResult]
+
+
 class VargClient:
-    def __init__(self, base_url: str, api_key: str | None, client: httpx.AsyncClient) -> None:
+    def __init__(self, base_url: str, api_key: str | None, client: httpx.AsyncClient,
+                 classify_response: Classify = classify) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client
+        self._classify = classify_response  # relay/upstream/v2.py `classify_v2` for v2
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)
+
+    def stream_url(self, job_id: str) -> str:
+        """Varg's SSE stream of one job (v1 only: relay/upstream/stream.py)."""
+        return f"{self._base_url}/jobs/{job_id}/stream"
 
     async def get_job(self, job_id: str) -> PollResult:
         started = time.monotonic()
@@ -82,11 +97,8 @@ class VargClient:
             return PollResult(Outcome.timeout, duration=time.monotonic() - started)
         except httpx.HTTPError:
             return PollResult(Outcome.timeout, duration=time.monotonic() - started)
-        result = classify(response, time.time())
-        return PollResult(
-            result.outcome, result.job, result.retry_after, result.status_code,
-            time.monotonic() - started, result.rate_headers,
-        )
+        result = self._classify(response, time.time())
+        return replace(result, duration=time.monotonic() - started)
 
 
 def new_http_client(transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
