@@ -20,6 +20,9 @@ RL_SEQ = PREFIX + "rl:seq"
 RL_CAP = PREFIX + "rl:cap"
 PAUSE = PREFIX + "pause"
 UPSTREAM_UNAUTHORIZED = PREFIX + "upstream:unauthorized"
+STREAMS = PREFIX + "streams"  # jobs followed on a stream, by when their stream lease ends
+STREAM_OFF = PREFIX + "stream:off"  # set (why) while the upstream is known not to stream
+HINT_SEEN = PREFIX + "hint:"  # hint:{digest}: a Varg webhook already taken (replays)
 DELIVERY_QUEUE = PREFIX + "deliveries"  # arq's queue of delivery chains
 
 # Keys of which there is one per record: the prefix, then the record's id.
@@ -80,4 +83,5 @@ def msgs(sid: str) -> str:
 # The fixed keys the scripts use by name (K.finished, K.msg_seq, ...).
 LUA_FIXED = {
     "finished": FINISHED, "msg_seq": MSG_SEQ, "rl_seq": RL_SEQ, "rl_cap": RL_CAP,
+    "streams": STREAMS, "stream_off": STREAM_OFF, "hint_seen": HINT_SEEN,
 }
