@@ -21,6 +21,7 @@ class Resources:
     varg: VargClient
     upstream_http: httpx.AsyncClient
     delivery_http: httpx.AsyncClient
+    stream_http: httpx.AsyncClient
 
 
 def open_resources(
@@ -35,6 +36,14 @@ def open_resources(
         follow_redirects=False,
         transport=transport,
     )
+    # Streams hold one connection each for minutes; never reused (Varg closes them).
+    stream = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.stream_idle_timeout, connect=5.0),
+        limits=httpx.Limits(max_connections=settings.streams_per_worker + 1,
+                            max_keepalive_connections=0),
+        follow_redirects=False,
+        transport=transport,
+    )
     return Resources(
         settings=settings,
         redis=redis,
@@ -42,6 +51,7 @@ def open_resources(
         varg=varg_client(settings, upstream),
         upstream_http=upstream,
         delivery_http=delivery,
+        stream_http=stream,
     )
 
 
@@ -54,4 +64,5 @@ def varg_client(settings: Settings, http: httpx.AsyncClient) -> VargClient:
 async def close_resources(resources: Resources) -> None:
     await resources.upstream_http.aclose()
     await resources.delivery_http.aclose()
+    await resources.stream_http.aclose()
     await resources.redis.aclose()

@@ -26,6 +26,7 @@ from relay.logs import configure_logging
 from relay.resources import close_resources, open_resources
 from relay.store.keys import DELIVERY_QUEUE
 from relay.upstream.poller import Poller
+from relay.upstream.streams import StreamManager, stream_mode
 
 log = logging.getLogger("relay.worker")
 SWEEP_EVERY = 5  # seconds
@@ -46,17 +47,26 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     poller = Poller(res, kick_chain)
     ctx["resources"], ctx["poller"] = res, poller
+    if stream_mode(settings.stream, settings.varg_api_version):
+        streams = StreamManager(res, kick_chain, poller.budget, poller.limits, res.stream_http)
+        poller.streams = ctx["streams"] = streams
+        ctx["streams_task"] = asyncio.create_task(streams.run(), name="streams")
     ctx["poller_task"] = asyncio.create_task(poller.run(), name="poller")
     start_metrics_server(settings.metrics_port)
-    log.info("worker started: upstream %s, budget %d/min", settings.varg_api_url,
-             settings.upstream_rate_limit)
+    log.info("worker started: upstream %s (%s), budget %d/min, stream mode %s",
+             settings.varg_api_url, settings.varg_api_version, settings.upstream_rate_limit,
+             "on" if "streams" in ctx else "off")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """Finish the poll batch in flight (its leases would otherwise wait to expire)."""
+    """Finish the poll batch in flight and hand streamed jobs back (their leases would
+    otherwise wait to expire)."""
     if "poller" in ctx:
         ctx["poller"].stop()
         await ctx["poller_task"]
+    if "streams" in ctx:
+        await ctx["streams"].close()
+        await ctx["streams_task"]
     if "resources" in ctx:
         await close_resources(ctx["resources"])
     log.info("worker stopped")

@@ -39,10 +39,10 @@ OTHER_TOKEN = "tok_bob"
 class ServerThread:
     """A real uvicorn server on a free loopback port, in its own thread (as httpx tests do)."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, lifespan: str = "off") -> None:
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="off")
+                                access_log=False, lifespan=lifespan)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -157,11 +157,21 @@ async def readyz(request: Request) -> Response:
     try:
         await store.ping()
         unauthorized = await store.upstream_unauthorized()
+        stream_off = await store.stream_off()
     except Exception:
         return JSONResponse({"status": "unavailable", "reason": "redis: not answering"}, 503)
     if unauthorized:
         return JSONResponse({"status": "unavailable", "reason": "upstream: unauthorized"}, 503)
-    return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", "stream": stream_state(state(request), stream_off)})
+
+
+def stream_state(st: AppState, off: str | None) -> str:
+    """Stream mode as the workers run it: `on`, or `off: why` (polling every job)."""
+    if st.settings.stream == "off":
+        return "off: RELAY_STREAM=off"
+    if st.settings.varg_api_version != "v1":
+        return "off: Varg's v2 API has no stream"
+    return f"off for now: the upstream does not stream ({off})" if off else "on"
 
 
 def routes() -> list[Route]:

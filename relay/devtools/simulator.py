@@ -12,7 +12,8 @@ reads request statistics:
 - ``POST /_sim/jobs``: create or replace a job with a status timeline (and ``webhook_url``).
 - ``GET /_sim/jobs`` / ``GET /_sim/jobs/{job_id}``: control views (timeline, changes, current).
 - ``POST /_sim/faults`` / ``GET /_sim/faults``: queue faults for the next job requests (polls
-  and stream connections alike, in either version).
+  and stream connections alike, in either version); ``cut`` is for streams only: the stream
+  breaks off mid-way after ``delay`` seconds.
 - ``POST /_sim/config``: ``{"stream": false}`` answers the stream with 404 (an upstream without
   it); ``keepalive`` and ``stream_limit`` (seconds) shorten the stream's timers for tests.
 - ``GET /_sim/stats``: request counts by status code and by job, streams open and opened.
@@ -52,7 +53,9 @@ __all__ = ["Change", "SimJob", "Simulator", "Step", "create_simulator", "status_
 Clock = Callable[[], float]
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-FAULT_MODES = ("429", "500", "502", "401", "timeout", "malformed", "missing_fields")
+FAULT_MODES = ("429", "500", "502", "401", "timeout", "malformed", "missing_fields", "cut")
+# `cut` is taken by stream connections only: the stream sends what it has, then the
+# connection breaks mid-stream after `delay` seconds (polls pass it by).
 RATE_WINDOW = 60.0
 DEFAULT_MODEL = "fal:flux-schnell"
 DEFAULT_ERROR = "Provider returned an error"
@@ -320,6 +323,10 @@ class SlidingWindow:
             "X-RateLimit-Remaining": str(max(0, self.limit - len(self.hits))),
             "X-RateLimit-Reset": str(math.ceil(reset)),
         }
+
+
+class StreamCut(Exception):
+    """Raised inside a stream's body: the server drops the connection mid-stream."""
 
 
 class Invalid(Exception):
@@ -622,8 +629,8 @@ class Simulator:
     def add_fault(self, fault: Fault) -> None:
         self.faults.append(fault)
 
-    def take_fault(self) -> Fault | None:
-        if not self.faults:
+    def take_fault(self, stream: bool = False) -> Fault | None:
+        if not self.faults or (self.faults[0].mode == "cut" and not stream):
             return None
         fault = self.faults[0]
         fault.remaining -= 1
@@ -682,20 +689,21 @@ class Simulator:
             response.headers.update(self.window.headers(self.clock()))
         return response
 
-    async def gate(self, request: Request, job_id: str) -> Response | Fault | None:
+    async def gate(self, request: Request, job_id: str,
+                   stream: bool = False) -> Response | Fault | None:
         """What every job request meets first: the key, the rate limit and the next fault.
         Returns an error answer (v1 shape), a fault that shapes the body, or None to go on."""
         if not self.authorized(request):
             return auth_error()
         if self.window is not None and not self.window.try_acquire(self.clock()):
             return rate_limited(self.window.retry_after(self.clock()))
-        fault = self.take_fault()
+        fault = self.take_fault(stream)
         if fault is None:
             return None
         if fault.mode == "timeout":
             await asyncio.sleep(fault.delay)
             return None
-        if fault.mode in ("malformed", "missing_fields"):
+        if fault.mode in ("malformed", "missing_fields", "cut"):
             return fault
         return self.fault_response(fault, job_id)
 
@@ -705,24 +713,28 @@ class Simulator:
         job_id = str(request.path_params["job_id"])
         if not self.stream.enabled:
             return self.finish(job_id, error_response(404, "NotFoundError", "Not found"))
-        found = await self.gate(request, job_id)
+        found = await self.gate(request, job_id, stream=True)
         if isinstance(found, Response):
             return self.finish(job_id, found)
         job = self.jobs.get(job_id)
         if job is None or job.status(self.clock()) is None:
             return self.finish(job_id, not_found())
-        events = self.bad_event(found, job_id) if found else self.events(job)
+        if found is not None and found.mode == "cut":
+            events = self.events(job, cut_after=found.delay)
+        else:
+            events = self.bad_event(found, job_id) if found else self.events(job)
         headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
         response = StreamingResponse(events, media_type="text/event-stream", headers=headers)
         return self.finish(job_id, response)
 
-    async def events(self, job: SimJob) -> AsyncIterator[bytes]:
+    async def events(self, job: SimJob, cut_after: float | None = None) -> AsyncIterator[bytes]:
         """A `status` event at every change, keepalives between, closed at a terminal status
-        or after the stream limit."""
+        or after the stream limit (or broken off after `cut_after` seconds)."""
         self.open_streams += 1
         self.stats.streams_opened += 1
         try:
             started = written = self.clock()
+            limit = self.stream.limit if cut_after is None else cut_after
             sent: str | None = None
             while True:
                 now = self.clock()
@@ -732,13 +744,15 @@ class Simulator:
                     yield sse("status", compact(body))
                     if sent in TERMINAL_STATUSES:
                         return
-                if now >= started + self.stream.limit:
+                if now >= started + limit:
+                    if cut_after is not None:
+                        raise StreamCut(f"stream of {job.job_id} cut (fault)")
                     return
                 if now - written >= self.stream.keepalive:
                     written = now
                     yield b": keepalive\n\n"
                 wake = min(t for t in (job.next_change(now), written + self.stream.keepalive,
-                                       started + self.stream.limit) if t is not None)
+                                       started + limit) if t is not None)
                 await asyncio.sleep(max(0.0, wake - self.clock()) + 0.0005)
         finally:
             self.open_streams -= 1

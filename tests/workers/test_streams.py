@@ -1,0 +1,234 @@
+"""Stream mode against the simulator over real HTTP: an in-process worker follows jobs on
+`GET /v1/jobs/{id}/stream`, and a receiver verifies every webhook.
+
+Each test states what it checks. Bounds are generous timeouts (`eventually`), never speed
+claims; what a test counts (requests, events, webhook ids) is exact.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from relay.store.keys import STREAM_OFF
+from tests.conftest import (
+    Receiver,
+    SettingsFactory,
+    api_client,
+    eventually,
+    running_worker,
+    sim_job,
+)
+
+FLOW = [("queued", 0), ("processing", 0.4), ("completed", 1.0)]
+FLOW_EVENTS = ["job.queued", "job.processing", "job.completed"]
+
+
+def stats(simulator: str) -> dict[str, Any]:
+    found: dict[str, Any] = httpx.get(simulator + "/_sim/stats").json()
+    return found
+
+
+def configure(simulator: str, **body: Any) -> None:
+    httpx.post(simulator + "/_sim/config", json=body).raise_for_status()
+
+
+def fault(simulator: str, mode: str, count: int, **extra: Any) -> None:
+    httpx.post(simulator + "/_sim/faults", json={"mode": mode, "count": count, **extra}
+               ).raise_for_status()
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def subscribe(api: httpx.AsyncClient, job_id: str, url: str) -> dict[str, Any]:
+    response = await api.post("/v1/subscriptions", json={"job_id": job_id, "url": url})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def one_webhook_per_change(receiver: Receiver, path: str) -> None:
+    ids = [wid for p, wid in receiver.attempts if p == path]
+    assert len(ids) == len(set(ids)), ids  # each event sent once (none failed)
+    assert receiver.rejected == []
+
+
+async def test_stream_happy_path_one_request_per_job(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    """A streamed job is never polled: its one request is the stream, and every change
+    arrives in order, each once."""
+    settings = make_settings()
+    sim_job(simulator, "job_s", FLOW)
+    async with api_client(settings) as api, running_worker(settings):
+        await subscribe(api, "job_s", receiver.url("/s"))
+        await eventually(lambda: receiver.types("/s") == FLOW_EVENTS)
+        view = (await api.get("/v1/jobs/job_s")).json()
+    assert stats(simulator)["by_job"] == {"job_s": 1}
+    assert stats(simulator)["streams_opened"] == 1
+    assert view["polls"] == 0 and view["watching"] is False
+    one_webhook_per_change(receiver, "/s")
+    last = receiver.events("/s")[-1]["data"]
+    assert last["previous_status"] == "processing"
+    assert last["job"]["output"]["url"].endswith("job_s.png")
+
+
+async def test_a_stream_cut_mid_job_reconnects_and_misses_nothing(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    """The connection breaks after the first event (twice): the worker reconnects with
+    backoff, each reconnection spends one request, and every change arrives once."""
+    settings = make_settings()
+    fault(simulator, "cut", 2, delay=0.1)
+    sim_job(simulator, "job_c", [("queued", 0), ("processing", 0.6), ("completed", 1.2)])
+    before = sample("relay_stream_reconnects_total")
+    async with api_client(settings) as api, running_worker(settings):
+        await subscribe(api, "job_c", receiver.url("/c"))
+        await eventually(lambda: receiver.types("/c") == FLOW_EVENTS)
+    assert stats(simulator)["streams_opened"] == 3
+    assert stats(simulator)["by_job"] == {"job_c": 3}
+    assert sample("relay_stream_reconnects_total") - before == 2
+    one_webhook_per_change(receiver, "/c")
+
+
+async def test_the_stream_time_limit_reconnects_without_repeating_events(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    """Varg closes a stream after 10 minutes (here 0.3 s); the worker opens another, whose
+    first event repeats the current status: no second webhook for it."""
+    settings = make_settings()
+    configure(simulator, stream_limit=0.3, keepalive=0.1)
+    sim_job(simulator, "job_l", [("queued", 0), ("processing", 0.5), ("completed", 1.6)])
+    async with api_client(settings) as api, running_worker(settings):
+        await subscribe(api, "job_l", receiver.url("/l"))
+        await eventually(lambda: receiver.types("/l") == FLOW_EVENTS)
+    assert stats(simulator)["streams_opened"] >= 4
+    assert stats(simulator)["by_job"]["job_l"] == stats(simulator)["streams_opened"]
+    one_webhook_per_change(receiver, "/l")
+
+
+async def test_an_upstream_without_the_stream_turns_stream_mode_off_and_polls(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The stream answers 404. A 404 for a job not seen yet may mean the job is not there
+    yet, so that job is polled; once a job the poll found gets a 404 too, stream mode goes
+    off for every worker (logged once, shown on /readyz) and every job is polled."""
+    settings = make_settings()
+    configure(simulator, stream=False)
+    sim_job(simulator, "job_n", [("queued", 0), ("processing", 0.5), ("completed", 2.0)])
+    caplog.set_level(logging.WARNING, logger="relay.streams")
+    async with api_client(settings, token=None) as anon, api_client(settings) as api:
+        async with running_worker(settings):
+            await subscribe(api, "job_n", receiver.url("/n"))
+            await eventually(lambda: receiver.types("/n") == FLOW_EVENTS)
+            assert await redis.exists(STREAM_OFF)
+            ready = (await anon.get("/readyz")).json()
+            late = [f"job_late{i}" for i in range(3)]
+            for job_id in late:
+                sim_job(simulator, job_id, [("completed", 0)])
+                await subscribe(api, job_id, receiver.url("/" + job_id))
+            await eventually(lambda: all(receiver.types("/" + j) == ["job.completed"]
+                                         for j in late))
+    assert ready["status"] == "ready" and ready["stream"].startswith("off for now")
+    assert [r.message for r in caplog.records].count(next(
+        r.message for r in caplog.records if "stream mode off" in r.message)) == 1
+    assert stats(simulator)["by_code"]["404"] == 2  # two stream attempts, then never again
+    one_webhook_per_change(receiver, "/n")
+
+
+async def test_a_job_seen_by_a_stream_and_a_poll_delivers_one_event(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    """While the job is streamed, its stream lease is made to run out (as if the worker had
+    stalled): a poll takes the job and sees the same status the stream saw. The stream's
+    writes under its old lease are refused, its renewal fails and it stops; one event per
+    change reaches the receiver."""
+    settings = make_settings()
+    sim_job(simulator, "job_b", [("queued", 0), ("processing", 0.3), ("completed", 2.5)])
+    async with api_client(settings) as api, running_worker(settings):
+        await subscribe(api, "job_b", receiver.url("/b"))
+        await eventually(lambda: receiver.types("/b") == FLOW_EVENTS[:2])
+        await redis.zadd("vr:due", {"job_b": 0})  # the stream lease "expired"
+        await eventually(lambda: stats(simulator)["by_job"]["job_b"] >= 2)  # polled too
+        await eventually(lambda: receiver.types("/b") == FLOW_EVENTS)
+    assert stats(simulator)["streams_opened"] >= 1
+    one_webhook_per_change(receiver, "/b")
+    assert Counter(receiver.types("/b")) == Counter(FLOW_EVENTS)
+
+
+async def test_stream_caps_leave_the_rest_to_polling(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    """RELAY_STREAMS_PER_WORKER=2 with five live jobs: at most two streams are open at any
+    time, the others are polled (a freed slot goes to a job due next), and every job's
+    changes arrive."""
+    settings = make_settings(RELAY_STREAMS_PER_WORKER="2")
+    jobs = [f"job_cap{i}" for i in range(5)]
+    opened: list[int] = []
+    async with api_client(settings) as api, running_worker(settings):
+        for job_id in jobs:
+            sim_job(simulator, job_id, [("queued", 0), ("completed", 1.5)])
+            await subscribe(api, job_id, receiver.url("/" + job_id))
+
+        def all_done() -> bool:
+            opened.append(stats(simulator)["streams_open"])
+            return all(receiver.types("/" + j) == ["job.queued", "job.completed"]
+                       for j in jobs)
+
+        await eventually(all_done)
+    assert max(opened) <= 2
+    polls = sum(stats(simulator)["by_job"].values()) - stats(simulator)["streams_opened"]
+    assert polls >= 3  # the three jobs without a stream at first were polled
+
+
+async def test_stream_mode_off_polls_only(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    settings = make_settings(RELAY_STREAM="off")
+    sim_job(simulator, "job_p", FLOW)
+    async with api_client(settings) as api, running_worker(settings):
+        await subscribe(api, "job_p", receiver.url("/p"))
+        await eventually(lambda: receiver.types("/p") == FLOW_EVENTS)
+        assert (await api.get("/readyz")).json()["stream"] == "off: RELAY_STREAM=off"
+    assert stats(simulator)["streams_opened"] == 0
+
+
+async def test_a_new_subscriber_on_a_streamed_job_hears_its_status(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    """A second subscription while the job is streamed (and not changing) still gets the
+    current status with previous_status null, from what the stream knows: no extra request."""
+    settings = make_settings()
+    sim_job(simulator, "job_u", [("processing", 0), ("completed", 60)])
+    async with api_client(settings) as api, running_worker(settings):
+        await subscribe(api, "job_u", receiver.url("/u1"))
+        await eventually(lambda: receiver.types("/u1") == ["job.processing"])
+        await subscribe(api, "job_u", receiver.url("/u2"))
+        await eventually(lambda: receiver.types("/u2") == ["job.processing"])
+    assert receiver.events("/u2")[0]["data"]["previous_status"] is None
+    assert stats(simulator)["by_job"] == {"job_u": 1}
+
+
+async def test_shutdown_hands_streamed_jobs_back_at_once(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    settings = make_settings()
+    sim_job(simulator, "job_h", [("processing", 0), ("completed", 60)])
+    async with api_client(settings) as api:
+        async with running_worker(settings):
+            await subscribe(api, "job_h", receiver.url("/h"))
+            await eventually(lambda: receiver.types("/h") == ["job.processing"])
+            assert await redis.hget("vr:watch:job_h", "stream") == "1"
+        watch = await redis.hgetall("vr:watch:job_h")
+        assert "lease" not in watch and "stream" not in watch
+        assert await redis.zscore("vr:due", "job_h") is not None
+        assert await redis.zcard("vr:streams") == 0
