@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import time
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from relay import metrics
-from relay.api import validation
+from relay.api import ingest, validation
 from relay.api.render import delivery, job_view, subscription
 from relay.api.state import AppState
 from relay.delivery.chain import kick
@@ -148,6 +149,24 @@ async def get_job(request: Request) -> Response:
     return JSONResponse(job_view(job_id, watch, [subscription(s) for s in subs]))
 
 
+async def ingest_varg(request: Request) -> Response:
+    """Varg's own v2 webhook: a hint to poll the job now (relay/api/ingest.py). Signed by
+    Varg, not by a relay token: Varg cannot send one."""
+    st = state(request)
+    secret = st.settings.varg_webhook_secret
+    if not secret:
+        raise NotFoundError("POST /v1/ingest/varg is off: VARG_WEBHOOK_SECRET is not set")
+    raw = await read_body(request)
+    if not ingest.verify(secret, raw, request.headers, time.time()):
+        metrics.HINTS.labels("refused").inc()
+        raise ingest.refuse()
+    job_id = ingest.hinted_job_id(validation.parse_body(raw))
+    outcome = await st.store.hint(job_id, st.settings.poll_min_interval,
+                                  ingest.replay_key(request.headers), 2 * ingest.TOLERANCE)
+    metrics.HINTS.labels(outcome).inc()
+    return JSONResponse({"job_id": job_id, "outcome": outcome}, status_code=202)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -184,6 +203,7 @@ def routes() -> list[Route]:
         Route("/v1/subscriptions/{sid}/deliveries/{mid}/retry", retry_delivery,
               methods=["POST"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/v1/ingest/varg", ingest_varg, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
