@@ -119,7 +119,7 @@ def test_worker_killed_mid_poll_batch_loses_no_event(
     no watch: its leases expire after LEASE_SECONDS (30 s), another worker polls the jobs and
     every subscription gets its terminal event, in order after the events it already had.
     Bound: every event within LEASE_SECONDS + 15 s of the kill."""
-    relay = new_relay(relays, simulator)
+    relay = new_relay(relays, simulator, RELAY_STREAM="off")  # streams: the test below
     relay.start_api()
     victim = relay.add_worker("victim")
     jobs = [f"job_kill_{i}" for i in range(KILL_JOBS)]

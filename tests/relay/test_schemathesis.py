@@ -114,10 +114,11 @@ def test_operation_conforms_and_never_5xx(loaded: Any, method: str, path: str) -
 async def seeded(settings: Settings, simulator: str, receiver: Receiver) -> dict[str, str]:
     """A completed job with one subscription whose delivery failed once then succeeded."""
     flush_redis()
-    sim_job(simulator, "job_seed", [("queued", 0), ("completed", 0.2)])
     receiver.plan["/seed"] = [500]
     app = create_app(settings)
     async with app.router.lifespan_context(app), running_worker(settings):
+        # Created once the worker runs, so its first look finds it queued (two events).
+        sim_job(simulator, "job_seed", [("queued", 0), ("completed", 0.5)])
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://relay",
                                      headers=AUTH) as client:

@@ -15,8 +15,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
+from relay.store.decision import Decision
 from relay.store.keys import STREAM_OFF
+from relay.store.store import Store
 from tests.conftest import (
     Receiver,
     SettingsFactory,
@@ -67,8 +70,8 @@ async def test_stream_happy_path_one_request_per_job(
     """A streamed job is never polled: its one request is the stream, and every change
     arrives in order, each once."""
     settings = make_settings()
-    sim_job(simulator, "job_s", FLOW)
     async with api_client(settings) as api, running_worker(settings):
+        sim_job(simulator, "job_s", FLOW)
         await subscribe(api, "job_s", receiver.url("/s"))
         await eventually(lambda: receiver.types("/s") == FLOW_EVENTS)
         view = (await api.get("/v1/jobs/job_s")).json()
@@ -88,9 +91,9 @@ async def test_a_stream_cut_mid_job_reconnects_and_misses_nothing(
     backoff, each reconnection spends one request, and every change arrives once."""
     settings = make_settings()
     fault(simulator, "cut", 2, delay=0.1)
-    sim_job(simulator, "job_c", [("queued", 0), ("processing", 0.6), ("completed", 1.2)])
     before = sample("relay_stream_reconnects_total")
     async with api_client(settings) as api, running_worker(settings):
+        sim_job(simulator, "job_c", [("queued", 0), ("processing", 0.6), ("completed", 1.2)])
         await subscribe(api, "job_c", receiver.url("/c"))
         await eventually(lambda: receiver.types("/c") == FLOW_EVENTS)
     assert stats(simulator)["streams_opened"] == 3
@@ -106,8 +109,8 @@ async def test_the_stream_time_limit_reconnects_without_repeating_events(
     first event repeats the current status: no second webhook for it."""
     settings = make_settings()
     configure(simulator, stream_limit=0.3, keepalive=0.1)
-    sim_job(simulator, "job_l", [("queued", 0), ("processing", 0.5), ("completed", 1.6)])
     async with api_client(settings) as api, running_worker(settings):
+        sim_job(simulator, "job_l", [("queued", 0), ("processing", 0.5), ("completed", 1.6)])
         await subscribe(api, "job_l", receiver.url("/l"))
         await eventually(lambda: receiver.types("/l") == FLOW_EVENTS)
     assert stats(simulator)["streams_opened"] >= 4
@@ -124,10 +127,10 @@ async def test_an_upstream_without_the_stream_turns_stream_mode_off_and_polls(
     off for every worker (logged once, shown on /readyz) and every job is polled."""
     settings = make_settings()
     configure(simulator, stream=False)
-    sim_job(simulator, "job_n", [("queued", 0), ("processing", 0.5), ("completed", 2.0)])
     caplog.set_level(logging.WARNING, logger="relay.streams")
     async with api_client(settings, token=None) as anon, api_client(settings) as api:
         async with running_worker(settings):
+            sim_job(simulator, "job_n", [("queued", 0), ("processing", 1), ("completed", 2.5)])
             await subscribe(api, "job_n", receiver.url("/n"))
             await eventually(lambda: receiver.types("/n") == FLOW_EVENTS)
             assert await redis.exists(STREAM_OFF)
@@ -153,8 +156,8 @@ async def test_a_job_seen_by_a_stream_and_a_poll_delivers_one_event(
     writes under its old lease are refused, its renewal fails and it stops; one event per
     change reaches the receiver."""
     settings = make_settings()
-    sim_job(simulator, "job_b", [("queued", 0), ("processing", 0.3), ("completed", 2.5)])
     async with api_client(settings) as api, running_worker(settings):
+        sim_job(simulator, "job_b", [("queued", 0), ("processing", 0.3), ("completed", 2.5)])
         await subscribe(api, "job_b", receiver.url("/b"))
         await eventually(lambda: receiver.types("/b") == FLOW_EVENTS[:2])
         await redis.zadd("vr:due", {"job_b": 0})  # the stream lease "expired"
@@ -194,8 +197,8 @@ async def test_stream_mode_off_polls_only(
     make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
 ) -> None:
     settings = make_settings(RELAY_STREAM="off")
-    sim_job(simulator, "job_p", FLOW)
     async with api_client(settings) as api, running_worker(settings):
+        sim_job(simulator, "job_p", FLOW)
         await subscribe(api, "job_p", receiver.url("/p"))
         await eventually(lambda: receiver.types("/p") == FLOW_EVENTS)
         assert (await api.get("/readyz")).json()["stream"] == "off: RELAY_STREAM=off"
@@ -208,8 +211,8 @@ async def test_a_new_subscriber_on_a_streamed_job_hears_its_status(
     """A second subscription while the job is streamed (and not changing) still gets the
     current status with previous_status null, from what the stream knows: no extra request."""
     settings = make_settings()
-    sim_job(simulator, "job_u", [("processing", 0), ("completed", 60)])
     async with api_client(settings) as api, running_worker(settings):
+        sim_job(simulator, "job_u", [("processing", 0), ("completed", 60)])
         await subscribe(api, "job_u", receiver.url("/u1"))
         await eventually(lambda: receiver.types("/u1") == ["job.processing"])
         await subscribe(api, "job_u", receiver.url("/u2"))
@@ -222,9 +225,9 @@ async def test_shutdown_hands_streamed_jobs_back_at_once(
     make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
 ) -> None:
     settings = make_settings()
-    sim_job(simulator, "job_h", [("processing", 0), ("completed", 60)])
     async with api_client(settings) as api:
         async with running_worker(settings):
+            sim_job(simulator, "job_h", [("processing", 0), ("completed", 60)])
             await subscribe(api, "job_h", receiver.url("/h"))
             await eventually(lambda: receiver.types("/h") == ["job.processing"])
             assert await redis.hget("vr:watch:job_h", "stream") == "1"
@@ -232,3 +235,66 @@ async def test_shutdown_hands_streamed_jobs_back_at_once(
         assert "lease" not in watch and "stream" not in watch
         assert await redis.zscore("vr:due", "job_h") is not None
         assert await redis.zcard("vr:streams") == 0
+
+
+STREAM_STORMS: dict[str, dict[str, Any]] = {
+    "500": {}, "502": {}, "malformed": {}, "missing_fields": {},
+    "timeout": {"delay": 2.0},  # the answer comes after the stream's 1 s read deadline
+    "429": {"retry_after": 1},
+}
+
+
+@pytest.mark.parametrize("mode", list(STREAM_STORMS))
+async def test_an_upstream_storm_on_streams_loses_no_watch(
+    mode: str, make_settings: SettingsFactory, redis: Redis, simulator: str,
+    receiver: Receiver,
+) -> None:
+    """The first stream connections of a job meet an upstream storm: the worker reconnects
+    with backoff (a 429 pauses every worker and hands the job to polling; three failures in
+    a row do too), nothing crashes, and the job still ends with its terminal webhook, events
+    in order. Bound: 30 s."""
+    settings = make_settings(RELAY_STREAM_IDLE_TIMEOUT="1s")
+    fault(simulator, mode, 4, **STREAM_STORMS[mode])
+    fallbacks = sum(sample("relay_stream_fallbacks_total", reason=r)
+                    for r in ("errors", "rate_limited"))
+    reconnects = sample("relay_stream_reconnects_total")
+    job_id = f"job_sstorm_{mode}"
+    async with api_client(settings) as api, running_worker(settings) as worker:
+        sim_job(simulator, job_id, [("queued", 0), ("processing", 1), ("completed", 3)])
+        await subscribe(api, job_id, receiver.url("/storm"))
+        await eventually(lambda: "job.completed" in receiver.types("/storm"), timeout=30)
+        assert not worker.main_task or not worker.main_task.done()
+    seen = receiver.types("/storm")
+    assert seen == sorted(set(seen), key=FLOW_EVENTS.index), seen
+    after = sum(sample("relay_stream_fallbacks_total", reason=r)
+                for r in ("errors", "rate_limited"))
+    assert after > fallbacks or sample("relay_stream_reconnects_total") > reconnects
+    assert httpx.get(simulator + "/_sim/faults").json()["data"] == []  # every fault was met
+    one_webhook_per_change(receiver, "/storm")
+
+
+async def test_redis_error_at_stream_write_back_loses_no_status(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis failing once as a stream's `processing` is written back: the write-back is
+    retried, and every status still reaches the subscriber, in order. Bound: 20 s."""
+    caplog.set_level(logging.INFO, logger="relay")
+    real = Store.poll_cycle
+    failed: list[str] = []
+
+    async def flaky(self: Store, decisions: list[Decision], *args: Any) -> Any:
+        if not failed and any(d.stream and d.status == "processing" for d in decisions):
+            failed.append("processing")
+            raise RedisConnectionError("Connection reset by peer (injected)")
+        return await real(self, decisions, *args)
+
+    monkeypatch.setattr(Store, "poll_cycle", flaky)
+    settings = make_settings()
+    async with api_client(settings) as api, running_worker(settings):
+        sim_job(simulator, "job_sblip", [("queued", 0), ("processing", 0.5), ("completed", 2)])
+        await subscribe(api, "job_sblip", receiver.url("/sblip"))
+        await eventually(lambda: receiver.types("/sblip")[-1:] == ["job.completed"], timeout=20)
+    assert failed == ["processing"]
+    assert "stream write-back failed" in caplog.text
+    assert receiver.types("/sblip") == FLOW_EVENTS

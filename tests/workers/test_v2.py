@@ -60,8 +60,8 @@ async def test_v2_statuses_reach_subscribers_as_they_are(
     job.processing, `data.status` is v2's own, and `data.job` is the v2 job (by `id`)."""
     settings = v2_settings(signing_sim)
     timeline = [("queued", 0), ("submitting", 0.8), ("running", 1.6), ("completed", 2.4)]
-    sim_job(signing_sim, "job_v2", timeline, model="fal:kling-v2.5")
     async with api_client(settings) as api, running_worker(settings):
+        sim_job(signing_sim, "job_v2", timeline, model="fal:kling-v2.5")
         await subscribe(api, "job_v2", receiver.url("/v2"))
         await eventually(lambda: receiver.types("/v2")[-1:] == ["job.completed"])
         ready = (await api.get("/readyz")).json()
