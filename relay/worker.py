@@ -149,8 +149,16 @@ async def running_worker(
         yield worker
     finally:
         worker.allow_pick_jobs = False
-        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
-                               timeout=10)
+        running = [t for t in worker.tasks.values() if not t.done()]
+        if running:
+            _, late = await asyncio.wait(running, timeout=10)
+            for task in late:  # arq picks them up again from Redis: nothing is lost
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            if late:
+                log.warning("%d jobs still running after 10 s were cancelled", len(late))
+        for job_id in [k for k, t in worker.tasks.items() if t.done()]:
+            del worker.tasks[job_id]  # arq's close gathers what is left: nothing
         await worker.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
