@@ -294,16 +294,17 @@ class Store:
     # --- streams (relay/upstream/streams.py) ----------------------------------------------
 
     async def stream_lease(self, job_ids: list[str], token: str, lease_s: float, budget: Budget,
-                           cap: int) -> list[LeasedJob]:
+                           cap: int) -> tuple[str, list[LeasedJob]]:
         """Lease these jobs (best first) for streaming, within the budget and the deployment's
-        cap on open streams; nothing while the upstream is known not to stream."""
+        cap on open streams; nothing while the upstream is known not to stream. Returns what
+        stopped it short (`ok` when nothing did: see stream_lease.lua) and the jobs leased."""
         if not job_ids:
-            return []
+            return "ok", []
         keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
         args = [token, lease_s, *budget.args(), cap, len(WATCH_FIELDS), *WATCH_FIELDS,
                 *job_ids]
         raw: list[str] = await self._stream_lease(keys=keys, args=args)  # type: ignore[arg-type]
-        return _rows(raw, WATCH_FIELDS)
+        return raw[0], _rows(raw[1:], WATCH_FIELDS)
 
     async def stream_renew(self, held: list[tuple[str, str]],
                            lease_s: float) -> tuple[list[str], list[str]]:

@@ -159,8 +159,10 @@ def end_for_status(response: httpx.Response) -> StreamEnd | None:
 async def read_stream(
     http: httpx.AsyncClient, url: str, headers: dict[str, str], idle_timeout: float,
     on_job: OnJob, on_alive: Callable[[], None], max_age: float = MAX_AGE,
+    job_id: str | None = None,
 ) -> StreamEnd:
-    """Open one stream and hand every job it carries to `on_job`, until it ends.
+    """Open one stream and hand every job it carries to `on_job`, until it ends (an event
+    that is not a job, or is another job than `job_id`, ends it as an error).
 
     Every read has a deadline (`idle_timeout`: a keepalive or an event must arrive within it),
     and the whole connection one too (`max_age`), so a stream can never hold a worker.
@@ -183,7 +185,7 @@ async def read_stream(
                         if event.event != "status":
                             continue
                         job = parse_job(event.data.encode())
-                        if job is None:
+                        if job is None or job_id not in (None, job["job_id"]):
                             return StreamEnd(End.error, 200, events=seen, detail="bad event")
                         seen += 1
                         await on_job(job)

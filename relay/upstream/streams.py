@@ -164,10 +164,10 @@ class StreamManager:
         if not want:
             return set()
         token = secrets.token_hex(8)
-        leased = await self.res.store.stream_lease(want, token, STREAM_LEASE, self.budget,
-                                                   self.res.settings.streams_max)
-        if len(leased) < len(want):
-            self._quiet_until = time.monotonic() + QUIET_SECONDS  # cap, budget or off
+        short, leased = await self.res.store.stream_lease(
+            want, token, STREAM_LEASE, self.budget, self.res.settings.streams_max)
+        if short != "ok":  # off, paused, the deployment's cap, the budget: look again later
+            self._quiet_until = time.monotonic() + QUIET_SECONDS
         for job in leased:
             self._start(Held(job.job_id, token, dict(job.fields), time.time()))
         return {job.job_id for job in leased}
@@ -214,7 +214,8 @@ class StreamManager:
             held.alive_at = time.time()
 
         return await read_stream(self.http, varg.stream_url(held.job_id), varg.headers,
-                                 self.res.settings.stream_idle_timeout, on_job, on_alive)
+                                 self.res.settings.stream_idle_timeout, on_job, on_alive,
+                                 job_id=held.job_id)
 
     async def _next(self, held: Held, end: StreamEnd, step: Next) -> bool:
         """Act on how a connection ended; True to connect again."""
@@ -366,7 +367,10 @@ class StreamManager:
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
-        await self._write()
+        try:
+            await self._write()
+        except Exception:  # Redis is gone: the leases run out by themselves (STREAM_LEASE)
+            log.exception("could not hand streamed jobs back; their leases will run out")
 
     async def _sleep(self, seconds: float) -> None:
         try:

@@ -33,9 +33,12 @@ def store(redis: Redis) -> Store:
 
 
 async def lease(store: Store, ids: list[str], token: str = "stream-a", cap: int = 100,
-                budget: Budget = ROOMY) -> list[LeasedJob]:
+                budget: Budget = ROOMY, short: str | None = None) -> list[LeasedJob]:
     await cycle(store, max_candidates=0)
-    return await store.stream_lease(ids, token, HOLD, budget, cap)
+    reason, jobs = await store.stream_lease(ids, token, HOLD, budget, cap)
+    if short is not None:
+        assert reason == short
+    return jobs
 
 
 def event(job: LeasedJob, status: str, now: float, token: str = "stream-a",
@@ -54,7 +57,7 @@ async def test_a_stream_lease_takes_due_jobs_within_the_cap_and_spends_the_budge
     store: Store,
 ) -> None:
     ids = await watched(store, 4)
-    jobs = await lease(store, ids, cap=3)
+    jobs = await lease(store, ids, cap=3, short="cap")
     assert [j.job_id for j in jobs] == ids[:3]
     now = (await cycle(store, max_candidates=0)).now
     for job in jobs:
@@ -64,7 +67,7 @@ async def test_a_stream_lease_takes_due_jobs_within_the_cap_and_spends_the_budge
     assert await store.streams_open(now) == 3
     assert await store.redis.zcard("vr:rl:window") == 3  # one request per connection
     # The deployment cap counts every worker's streams.
-    assert await lease(store, ids[3:], token="stream-b", cap=3) == []
+    assert await lease(store, ids[3:], token="stream-b", cap=3, short="cap") == []
 
 
 async def test_a_leased_job_is_neither_a_poll_candidate_nor_leased_twice(store: Store) -> None:
@@ -73,7 +76,7 @@ async def test_a_leased_job_is_neither_a_poll_candidate_nor_leased_twice(store: 
     found = await cycle(store)
     assert [j.job_id for j in found.jobs] == ids[1:]
     assert await store.lease(ids[:1], "poll", LEASE, ROOMY) == []
-    assert await lease(store, ids[:1], token="stream-b") == []
+    assert await lease(store, ids[:1], token="stream-b", short="ok") == []  # taken: no limit
 
 
 async def test_no_stream_lease_while_stream_mode_is_off_or_paused(store: Store) -> None:
@@ -81,16 +84,16 @@ async def test_no_stream_lease_while_stream_mode_is_off_or_paused(store: Store) 
     assert await store.set_stream_off("HTTP 404", 60) is True
     assert await store.set_stream_off("HTTP 404", 60) is False  # already off: not news
     assert await store.stream_off() == "HTTP 404"
-    assert await lease(store, ids) == []
+    assert await lease(store, ids, short="off") == []
     await store.redis.delete("vr:stream:off")
     await store.pause_upstream(5)
-    assert await lease(store, ids) == []
+    assert await lease(store, ids, short="pause") == []
 
 
 async def test_budget_bounds_stream_leases_and_reconnections(store: Store) -> None:
     ids = await watched(store, 3)
     tight = Budget(limit=2, window=61.0, pace=0.0625, burst=64)
-    assert len(await lease(store, ids, budget=tight)) == 2
+    assert len(await lease(store, ids, budget=tight, short="budget")) == 2
     assert await store.stream_spend(tight) is False
     assert await store.stream_spend(ROOMY) is True
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 
-from relay.upstream.stream import End, SSEParser, SSEvent, StreamTooLarge, end_for_status
+from relay.upstream.stream import (
+    MAX_LINE,
+    End,
+    SSEParser,
+    SSEvent,
+    StreamEnd,
+    StreamTooLarge,
+    end_for_status,
+    read_stream,
+)
 
 JOB = '{"job_id":"job_1","status":"processing","model":"fal:kling-v2.5","created_at":"x"}'
 VARG_EXAMPLE = (
@@ -112,3 +123,59 @@ def test_end_for_status(code: int, kind: str, end: End | None) -> None:
 def test_a_429_carries_retry_after() -> None:
     found = end_for_status(response(429, "application/json", **{"retry-after": "7"}))
     assert found is not None and found.retry_after == 7.0
+
+
+# --- read_stream over httpx.MockTransport: how one connection ends -------------------------
+
+JOB_DONE = JOB.replace("processing", "completed")
+
+
+async def read(body: bytes, content_type: str = "text/event-stream",
+               job_id: str | None = "job_1") -> tuple[StreamEnd, list[str], int]:
+    seen: list[str] = []
+    alive: list[int] = []
+
+    async def on_job(job: dict[str, Any]) -> None:
+        seen.append(str(job["status"]))
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["accept"] == "text/event-stream"
+        return httpx.Response(200, content=body, headers={"content-type": content_type})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+        end = await read_stream(http, "http://varg/v1/jobs/job_1/stream", {}, 5.0, on_job,
+                                lambda: alive.append(1), job_id=job_id)
+    return end, seen, len(alive)
+
+
+async def test_a_stream_to_its_terminal_status() -> None:
+    end, seen, alive = await read(VARG_EXAMPLE)
+    assert (end.end, end.events, seen) == (End.terminal, 2, ["processing", "completed"])
+    assert alive >= 1
+
+
+async def test_a_stream_closed_before_a_terminal_status() -> None:
+    end, seen, _ = await read(("event: status\ndata: " + JOB + "\n\n: keepalive\n\n").encode())
+    assert (end.end, end.events, seen) == (End.closed, 1, ["processing"])
+
+
+@pytest.mark.parametrize("data", ["{not json", '{"job_id":"job_1"}',
+                                  JOB.replace("job_1", "job_other")])
+async def test_an_event_that_is_not_this_job_ends_it_as_an_error(data: str) -> None:
+    end, seen, _ = await read(f"event: status\ndata: {data}\n\n".encode())
+    assert (end.end, seen) == (End.error, [])
+
+
+async def test_other_event_types_are_ignored() -> None:
+    end, seen, _ = await read(b"event: progress\ndata: 0.5\n\n" + VARG_EXAMPLE)
+    assert (end.end, seen) == (End.terminal, ["processing", "completed"])
+
+
+async def test_a_json_answer_is_no_stream() -> None:
+    end, _, _ = await read(JOB.encode(), content_type="application/json")
+    assert (end.end, end.detail) == (End.unsupported, "content-type application/json")
+
+
+async def test_a_runaway_line_ends_it() -> None:
+    end, _, _ = await read(b"data: " + b"x" * (MAX_LINE + 10))
+    assert end.end is End.error and "line" in end.detail

@@ -7,23 +7,29 @@
 --
 -- KEYS: due, window log, pacing key, pause key
 -- ARGV: token, lease_seconds, limit, window, pace, burst, cap, field count, field..., job_id...
--- Returns: {job_id, fields..., job_id, fields...}
+-- Returns: {reason, job_id, fields..., job_id, fields...}; reason is 'ok', or what stopped
+-- the lease short: 'off', 'pause', 'cap' (the deployment's streams), 'budget'. A job another
+-- worker took since it was named a candidate is simply skipped ('ok').
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local FIELDS = {unpack(ARGV, 9, 8 + tonumber(ARGV[8]))}
 local token, lease, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
-local jobs, taken = {}, 0
-if redis.call('PTTL', KEYS[4]) > 0 or redis.call('EXISTS', K.stream_off) == 1 then
-  return jobs
-end
+local first = 9 + #FIELDS
+local jobs, taken = {'ok'}, 0
+if redis.call('EXISTS', K.stream_off) == 1 then return {'off'} end
+if redis.call('PTTL', KEYS[4]) > 0 then return {'pause'} end
 redis.call('ZREMRANGEBYSCORE', K.streams, '-inf', now)
 local room = tonumber(ARGV[7]) - redis.call('ZCARD', K.streams)
-if room <= 0 then return jobs end
+if room <= 0 then return {'cap'} end
 local allowance, _, pace = budget_allowance(KEYS[2], KEYS[3], tonumber(ARGV[3]), window,
   tonumber(ARGV[5]), tonumber(ARGV[6]))
+if allowance <= 0 then return {'budget'} end
 local most = math.min(room, allowance)
-for i = 9 + #FIELDS, #ARGV do
-  if taken >= most then break end
+for i = first, #ARGV do
+  if taken >= most then
+    if room <= allowance then jobs[1] = 'cap' else jobs[1] = 'budget' end
+    break
+  end
   local job_id = ARGV[i]
   local score = redis.call('ZSCORE', KEYS[1], job_id)
   if score and tonumber(score) <= now then
