@@ -25,7 +25,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -51,6 +51,9 @@ OFF_SECONDS = 600.0  # stream mode stays off this long once the upstream shows i
 MAX_FAILURES = 3  # failed connections in a row before the job goes back to polling
 RECONNECT_CAP = 30.0  # the longest backoff before reconnecting
 QUIET_SECONDS = 1.0  # after a lease found nothing to take, offers wait this long
+PREEMPT_RATIO = 2.0  # a waiting job worth this many times a streamed one takes its stream
+PREEMPT_EVERY = 1.0  # seconds between looks for streams to hand over
+MIN_HOLD = 5  # a stream is not handed over before RELAY_POLL_MIN_INTERVAL x this
 DEFAULT_429_PAUSE = 10.0
 TROUBLE = ("errors", "unauthorized", "rate_limited")  # fallbacks a poll must clear first
 
@@ -111,6 +114,16 @@ def stream_value(fields: dict[str, str], now: float, limits: Limits,
     return (durations.cdf(age + limits.max_interval) - durations.cdf(age)) / alive
 
 
+def to_preempt(waiting: list[float], held: list[tuple[float, str]],
+               ratio: float = PREEMPT_RATIO) -> list[str]:
+    """Streams to hand over: the least valuable held ones, each to a waiting job worth
+    `ratio` times as much (best waiting first). `held` is (value, job_id)."""
+    best_first = sorted(waiting, reverse=True)
+    worst_first = sorted(held)
+    return [job_id for want, (value, job_id) in zip(best_first, worst_first, strict=False)
+            if want > ratio * value]
+
+
 def streamable(fields: dict[str, str]) -> bool:
     """Jobs in a 404 grace or after upstream errors stay with the poll's own schedule."""
     return not fields.get("first_404") and not int(fields.get("failures") or 0)
@@ -126,6 +139,7 @@ class Held:
     alive_at: float  # unix time the stream last showed it was alive (a byte, an event)
     last_job: dict[str, Any] | None = None  # the job as last seen: told to new subscribers
     task: asyncio.Task[None] | None = None
+    since: float = field(default_factory=time.monotonic)
 
 
 class StreamManager:
@@ -145,22 +159,25 @@ class StreamManager:
         self._not_found: set[str] = set()  # streams answered 404 before any status was seen
         self._rechecks = Rechecks()
         self._writer: asyncio.Task[None] | None = None
+        self._preempted_at = -math.inf
 
     # --- choosing what to stream (called by the poller) -------------------------------------
 
     async def offer(self, candidates: list[LeasedJob], now: float,
                     policy: PollPolicy) -> set[str]:
         """Lease the most valuable of these due jobs for streaming while this worker has
-        free slots; the ids taken (the poller polls the rest)."""
+        free slots, or streams it may hand over; the ids taken (the poller polls the rest)."""
         self.policy = policy
-        free = self.res.settings.streams_per_worker - len(self.held)
-        if free <= 0 or self._stopping.is_set() or time.monotonic() < self._quiet_until:
+        if self._stopping.is_set() or time.monotonic() < self._quiet_until:
             return set()
         ranked = sorted(
             ((stream_value(c.fields, now, self.limits, policy), c.job_id) for c in candidates
              if self._eligible(c)),
             reverse=True)
-        want = [job_id for _, job_id in ranked[:free]]
+        free = self.res.settings.streams_per_worker - len(self.held)
+        if ranked and free < len(ranked):
+            free += self._preempt([value for value, _ in ranked[max(free, 0):]], now)
+        want = [job_id for _, job_id in ranked[: max(free, 0)]]
         if not want:
             return set()
         token = secrets.token_hex(8)
@@ -171,6 +188,23 @@ class StreamManager:
         for job in leased:
             self._start(Held(job.job_id, token, dict(job.fields), time.time()))
         return {job.job_id for job in leased}
+
+    def _preempt(self, waiting: list[float], now: float) -> int:
+        """Hand the least valuable streams over to more valuable waiting jobs (at most once a
+        second; a stream is kept at least MIN_HOLD x RELAY_POLL_MIN_INTERVAL); how many."""
+        if time.monotonic() - self._preempted_at < PREEMPT_EVERY:
+            return 0
+        self._preempted_at = time.monotonic()
+        settled = time.monotonic() - MIN_HOLD * self.limits.min_interval
+        held = [(stream_value(h.fields, now, self.limits, self.policy), h.job_id)
+                for h in self.held.values() if h.since <= settled]
+        handed = to_preempt(waiting, held)
+        for job_id in handed:
+            h = self.held[job_id]
+            if h.task is not None:
+                h.task.cancel()
+            self._release(h, "preempted")
+        return len(handed)
 
     def _eligible(self, candidate: LeasedJob) -> bool:
         if candidate.job_id in self.held or not streamable(candidate.fields):
@@ -260,6 +294,8 @@ class StreamManager:
             log.info("job %s is %s (stream)", held.job_id, status,
                      extra={"job_id": held.job_id, "status": status})
         held.fields["status"] = status
+        held.fields["model"] = str(job["model"])  # what the value of its stream is read from
+        held.fields["created_at"] = str(job["created_at"])
         held.last_job = job
 
     def _release(self, held: Held, reason: str) -> None:
@@ -271,7 +307,7 @@ class StreamManager:
         model = held.fields.get("model") or ""
         created = parse_time(held.fields.get("created_at")) or held.alive_at
         delay = 0.0
-        if model and held.fields.get("status") and reason == "budget":
+        if model and held.fields.get("status") and reason in ("budget", "preempted"):
             planned = self.policy.next_delay(model, held.alive_at - created, self.limits)
             delay = max(0.0, planned - (now - held.alive_at))
         failures = 1 if reason in TROUBLE else 0

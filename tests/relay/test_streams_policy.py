@@ -15,6 +15,7 @@ from relay.upstream.streams import (
     stream_mode,
     stream_value,
     streamable,
+    to_preempt,
 )
 
 LIMITS = Limits(not_found_grace=60.0, min_interval=1.0, max_interval=60.0)
@@ -93,3 +94,10 @@ def test_only_healthy_jobs_stream() -> None:
     ("auto", "v1", True), ("off", "v1", False), ("auto", "v2", False)])
 def test_stream_mode(mode: str, version: str, on: bool) -> None:
     assert stream_mode(mode, version) is on
+
+
+def test_streams_go_to_jobs_worth_twice_as_much() -> None:
+    held = [(0.1, "video_young"), (0.5, "speech"), (0.05, "video_younger")]
+    assert to_preempt([0.9, 0.15, 0.3], held) == ["video_younger", "video_young"]
+    assert to_preempt([0.9], [(0.5, "speech")]) == []  # not worth twice as much: kept
+    assert to_preempt([], held) == [] and to_preempt([0.9], []) == []

@@ -7,7 +7,9 @@ claims; what a test counts (requests, events, webhook ids) is exact.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -17,13 +19,18 @@ from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from config import load_settings
+from relay.devtools.simulator import SimJob, Step, create_simulator
 from relay.store.decision import Decision
 from relay.store.keys import STREAM_OFF
 from relay.store.store import Store
 from tests.conftest import (
+    SIM_KEY,
     Receiver,
+    ServerThread,
     SettingsFactory,
     api_client,
+    env_for,
     eventually,
     running_worker,
     sim_job,
@@ -298,3 +305,39 @@ async def test_redis_error_at_stream_write_back_loses_no_status(
     assert failed == ["processing"]
     assert "stream write-back failed" in caplog.text
     assert receiver.types("/sblip") == FLOW_EVENTS
+
+
+async def test_a_full_worker_hands_a_stream_to_a_job_worth_more(
+    make_settings: SettingsFactory, redis: Redis, receiver: Receiver
+) -> None:
+    """One stream slot, held by a video that just started (it will not end for minutes). An
+    image job created 9 s ago (images take ~10 s) becomes due: worth far more than twice the
+    video's stream, it takes the slot; the video goes back to polling. Bound: 15 s."""
+    app = create_simulator(api_key=SIM_KEY)
+    with ServerThread(app) as sim:
+        settings = load_settings(env_for(sim.url, RELAY_STREAMS_PER_WORKER="1"))
+        sim_job(sim.url, "job_video", [("processing", 0), ("completed", 600)],
+                model="fal:kling-v2.5")
+        old = SimJob("job_image", "fal:flux-schnell", time.time() - 9.0,
+                     (Step("processing", 0.0), Step("completed", 600.0)))
+        app.state.simulator.add_job(old)
+        handed = sample("relay_stream_fallbacks_total", reason="preempted")
+        async with api_client(settings) as api, running_worker(settings):
+            await subscribe(api, "job_video", receiver.url("/video"))
+            await eventually(lambda: stats(sim.url)["streams_open"] == 1)
+            await subscribe(api, "job_image", receiver.url("/image"))
+
+            async def image_streamed() -> bool:
+                return (await redis.hget("vr:watch:job_image", "stream") == "1"
+                        and await redis.hget("vr:watch:job_video", "stream") is None)
+
+            await eventually_async(image_streamed)
+        assert sample("relay_stream_fallbacks_total", reason="preempted") == handed + 1
+        assert stats(sim.url)["by_job"]["job_video"] >= 2  # its stream, then polls
+
+
+async def eventually_async(check: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition stayed false"
+        await asyncio.sleep(0.05)
