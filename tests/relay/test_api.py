@@ -695,7 +695,7 @@ def assert_attempt(attempt: Json, status_code: int) -> None:
 async def test_deliveries_are_listed_oldest_first(
     api: httpx.AsyncClient, worker: Worker, simulator: str, receiver: Receiver
 ) -> None:
-    sim_job(simulator, "job_d", [("queued", 0), ("processing", 0.3), ("completed", 0.8)])
+    sim_job(simulator, "job_d", [("queued", 0), ("processing", 1.0), ("completed", 1.5)])
     sub = await create(api, job_id="job_d", url=receiver.url("/d"), metadata={"n": 1})
     expected = ["job.queued", "job.processing", "job.completed"]
     await eventually(lambda: receiver.types("/d") == expected)

@@ -15,7 +15,7 @@ from tests.conftest import Receiver, eventually, sim_job
 async def test_status_changes_arrive_in_order(
     api: httpx.AsyncClient, worker: Worker, simulator: str, receiver: Receiver
 ) -> None:
-    sim_job(simulator, "job_flow", [("queued", 0), ("processing", 0.3), ("completed", 0.8)])
+    sim_job(simulator, "job_flow", [("queued", 0), ("processing", 1.0), ("completed", 1.5)])
     response = await api.post("/v1/subscriptions", json={"job_id": "job_flow",
                                                          "url": receiver.url("/a")})
     assert response.status_code == 201

@@ -36,7 +36,9 @@ from tests.conftest import (
     sim_job,
 )
 
-FLOW = [("queued", 0), ("processing", 0.4), ("completed", 1.0)]
+# A new job is first looked at within the poller's idle wait (0.25 s) plus a connection:
+# each status here lasts long enough for that on a loaded machine.
+FLOW = [("queued", 0), ("processing", 1.0), ("completed", 1.6)]
 FLOW_EVENTS = ["job.queued", "job.processing", "job.completed"]
 
 
@@ -100,7 +102,7 @@ async def test_a_stream_cut_mid_job_reconnects_and_misses_nothing(
     fault(simulator, "cut", 2, delay=0.1)
     before = sample("relay_stream_reconnects_total")
     async with api_client(settings) as api, running_worker(settings):
-        sim_job(simulator, "job_c", [("queued", 0), ("processing", 0.6), ("completed", 1.2)])
+        sim_job(simulator, "job_c", [("queued", 0), ("processing", 1.0), ("completed", 1.8)])
         await subscribe(api, "job_c", receiver.url("/c"))
         await eventually(lambda: receiver.types("/c") == FLOW_EVENTS)
     assert stats(simulator)["streams_opened"] == 3
@@ -117,7 +119,7 @@ async def test_the_stream_time_limit_reconnects_without_repeating_events(
     settings = make_settings()
     configure(simulator, stream_limit=0.3, keepalive=0.1)
     async with api_client(settings) as api, running_worker(settings):
-        sim_job(simulator, "job_l", [("queued", 0), ("processing", 0.5), ("completed", 1.6)])
+        sim_job(simulator, "job_l", [("queued", 0), ("processing", 1.0), ("completed", 2.0)])
         await subscribe(api, "job_l", receiver.url("/l"))
         await eventually(lambda: receiver.types("/l") == FLOW_EVENTS)
     assert stats(simulator)["streams_opened"] >= 4
@@ -156,21 +158,29 @@ async def test_an_upstream_without_the_stream_turns_stream_mode_off_and_polls(
 
 
 async def test_a_job_seen_by_a_stream_and_a_poll_delivers_one_event(
-    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """While the job is streamed, its stream lease is made to run out (as if the worker had
-    stalled): a poll takes the job and sees the same status the stream saw. The stream's
-    writes under its old lease are refused, its renewal fails and it stops; one event per
-    change reaches the receiver."""
+    """The worker holding a job's stream stalls (its renewals stop) and its stream lease runs
+    out while the stream still runs: a poll takes the job and sees the statuses the stream
+    also sees. The stream's writes under its old lease are refused; one event per change
+    reaches the receiver."""
     settings = make_settings()
+    stalled: list[bool] = []
+    real_renew = Store.stream_renew
+
+    async def renew(self: Store, held: list[tuple[str, str]], lease_s: float) -> Any:
+        return ([], []) if stalled else await real_renew(self, held, lease_s)
+
+    monkeypatch.setattr(Store, "stream_renew", renew)
     async with api_client(settings) as api, running_worker(settings):
-        sim_job(simulator, "job_b", [("queued", 0), ("processing", 0.3), ("completed", 2.5)])
+        sim_job(simulator, "job_b", [("queued", 0), ("processing", 1.0), ("completed", 3.0)])
         await subscribe(api, "job_b", receiver.url("/b"))
-        await eventually(lambda: receiver.types("/b") == FLOW_EVENTS[:2])
-        await redis.zadd("vr:due", {"job_b": 0})  # the stream lease "expired"
+        await eventually(lambda: receiver.types("/b") == FLOW_EVENTS[:1])
+        stalled.append(True)
+        await redis.zadd("vr:due", {"job_b": 0})  # the stream lease ran out
         await eventually(lambda: stats(simulator)["by_job"]["job_b"] >= 2)  # polled too
         await eventually(lambda: receiver.types("/b") == FLOW_EVENTS)
-    assert stats(simulator)["streams_opened"] >= 1
     one_webhook_per_change(receiver, "/b")
     assert Counter(receiver.types("/b")) == Counter(FLOW_EVENTS)
 
@@ -299,7 +309,7 @@ async def test_redis_error_at_stream_write_back_loses_no_status(
     monkeypatch.setattr(Store, "poll_cycle", flaky)
     settings = make_settings()
     async with api_client(settings) as api, running_worker(settings):
-        sim_job(simulator, "job_sblip", [("queued", 0), ("processing", 0.5), ("completed", 2)])
+        sim_job(simulator, "job_sblip", [("queued", 0), ("processing", 1.0), ("completed", 2.5)])
         await subscribe(api, "job_sblip", receiver.url("/sblip"))
         await eventually(lambda: receiver.types("/sblip")[-1:] == ["job.completed"], timeout=20)
     assert failed == ["processing"]
