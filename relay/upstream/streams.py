@@ -39,7 +39,7 @@ from relay.store.store import Budget, LeasedJob
 from relay.times import parse_time
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.policy import decide, error_backoff
-from relay.upstream.poller import Rechecks
+from relay.upstream.poller import CAP_SECONDS, Rechecks, rate_header_limit, rate_header_pause
 from relay.upstream.runtimes import Limits, PollPolicy
 from relay.upstream.stream import End, StreamEnd, read_stream
 
@@ -227,6 +227,7 @@ class StreamManager:
         try:
             while True:
                 end = await self._connect(held)
+                await self._respect_rate_headers(end.rate_headers)
                 failures = 0 if end.events else failures + 1
                 step = after_end(end, failures, bool(held.fields.get("status")), self.limits)
                 if not await self._next(held, end, step):
@@ -277,6 +278,15 @@ class StreamManager:
         log.debug("stream of %s: %s; reconnecting", held.job_id, step.reason,
                   extra={"job_id": held.job_id})
         return True
+
+    async def _respect_rate_headers(self, headers: dict[str, str]) -> None:
+        """As a poll's: Varg's lower X-RateLimit-Limit becomes the budget, a spent one waits."""
+        limit = rate_header_limit(headers)
+        if limit and limit < self.res.settings.upstream_rate_limit:
+            await self.res.store.cap_upstream(limit, CAP_SECONDS)
+        pause = rate_header_pause(headers, time.time())
+        if pause:
+            await self.res.store.pause_upstream(pause)
 
     def _observe(self, held: Held, job: dict[str, Any]) -> None:
         """One `status` event: decide as for a poll, and write it back keeping the lease."""

@@ -351,3 +351,22 @@ async def eventually_async(check: Any, timeout: float = 15.0) -> None:
     while not await check():
         assert time.monotonic() < deadline, "condition stayed false"
         await asyncio.sleep(0.05)
+
+
+async def test_varg_s_lower_limit_on_a_stream_answer_tightens_the_budget(
+    redis: Redis, receiver: Receiver
+) -> None:
+    """Varg's X-RateLimit-Limit on a stream's answer counts as on a poll's: below
+    RELAY_UPSTREAM_RATE_LIMIT (6000 here), it becomes the budget every worker shares."""
+    with ServerThread(create_simulator(api_key=SIM_KEY, rate_limit=600)) as sim:
+        settings = load_settings(env_for(sim.url))
+        async with api_client(settings) as api, running_worker(settings):
+            sim_job(sim.url, "job_rl", [("processing", 0), ("completed", 60)])
+            await subscribe(api, "job_rl", receiver.url("/rl"))
+            await eventually(lambda: receiver.types("/rl") == ["job.processing"])
+
+            async def capped() -> bool:
+                return await redis.get("vr:rl:cap") == "600"
+
+            await eventually_async(capped)
+        assert stats(sim.url)["by_job"] == {"job_rl": 1}  # it came with the stream
