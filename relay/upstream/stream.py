@@ -12,7 +12,7 @@ import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -131,10 +131,10 @@ class StreamEnd:
     retry_after: float | None = None
     events: int = 0  # status events received on this connection
     detail: str = ""
-    rate_headers: dict[str, str] = field(default_factory=dict)  # X-RateLimit-* of the answer
 
 
 OnJob = Callable[[dict[str, Any]], Awaitable[None]]
+OnOpen = Callable[[dict[str, str]], Awaitable[None]]  # the answer's X-RateLimit-* headers
 
 
 def end_for_status(response: httpx.Response) -> StreamEnd | None:
@@ -160,7 +160,7 @@ def end_for_status(response: httpx.Response) -> StreamEnd | None:
 async def read_stream(
     http: httpx.AsyncClient, url: str, headers: dict[str, str], idle_timeout: float,
     on_job: OnJob, on_alive: Callable[[], None], max_age: float = MAX_AGE,
-    job_id: str | None = None,
+    job_id: str | None = None, on_open: OnOpen | None = None,
 ) -> StreamEnd:
     """Open one stream and hand every job it carries to `on_job`, until it ends (an event
     that is not a job, or is another job than `job_id`, ends it as an error).
@@ -170,18 +170,18 @@ async def read_stream(
     """
     timeout = httpx.Timeout(idle_timeout, connect=CONNECT_TIMEOUT)
     seen = 0
-    rate: dict[str, str] = {}
     try:
         async with asyncio.timeout(max_age):
             request = http.build_request("GET", url, headers=headers | {"accept": SSE_TYPE},
                                          timeout=timeout)
             response = await http.send(request, stream=True)
-            rate = {k.lower(): v for k, v in response.headers.items()
-                    if k.lower().startswith("x-ratelimit")}
             try:
+                if on_open is not None:
+                    await on_open({k.lower(): v for k, v in response.headers.items()
+                                   if k.lower().startswith("x-ratelimit")})
                 early = end_for_status(response)
                 if early is not None:
-                    return replace(early, rate_headers=rate)
+                    return early
                 parser = SSEParser()
                 async for chunk in response.aiter_bytes():
                     on_alive()
@@ -190,11 +190,11 @@ async def read_stream(
                             continue
                         job = parse_job(event.data.encode())
                         if job is None or job_id not in (None, job["job_id"]):
-                            return StreamEnd(End.error, 200, None, seen, "bad event", rate)
+                            return StreamEnd(End.error, 200, events=seen, detail="bad event")
                         seen += 1
                         await on_job(job)
                         if is_terminal(str(job["status"])):
-                            return StreamEnd(End.terminal, 200, events=seen, rate_headers=rate)
+                            return StreamEnd(End.terminal, 200, events=seen)
             finally:
                 await response.aclose()
     except TimeoutError:
@@ -203,4 +203,4 @@ async def read_stream(
         return StreamEnd(End.error, 200, events=seen, detail=str(exc))
     except httpx.HTTPError as exc:
         return StreamEnd(End.error, events=seen, detail=type(exc).__name__)
-    return StreamEnd(End.closed, 200, events=seen, rate_headers=rate)
+    return StreamEnd(End.closed, 200, events=seen)

@@ -227,7 +227,6 @@ class StreamManager:
         try:
             while True:
                 end = await self._connect(held)
-                await self._respect_rate_headers(end.rate_headers)
                 failures = 0 if end.events else failures + 1
                 step = after_end(end, failures, bool(held.fields.get("status")), self.limits)
                 if not await self._next(held, end, step):
@@ -250,7 +249,7 @@ class StreamManager:
 
         return await read_stream(self.http, varg.stream_url(held.job_id), varg.headers,
                                  self.res.settings.stream_idle_timeout, on_job, on_alive,
-                                 job_id=held.job_id)
+                                 job_id=held.job_id, on_open=self._respect_rate_headers)
 
     async def _next(self, held: Held, end: StreamEnd, step: Next) -> bool:
         """Act on how a connection ended; True to connect again."""
