@@ -149,16 +149,15 @@ async def running_worker(
         yield worker
     finally:
         worker.allow_pick_jobs = False
+        task.cancel()  # arq's loop: no job starts after this (one starting now still may)
+        await asyncio.gather(task, return_exceptions=True)
         running = [t for t in worker.tasks.values() if not t.done()]
         if running:
             _, late = await asyncio.wait(running, timeout=10)
-            for task in late:  # arq picks them up again from Redis: nothing is lost
-                task.cancel()
+            for job in late:  # arq runs them again from Redis: nothing is lost
+                job.cancel()
             await asyncio.gather(*late, return_exceptions=True)
             if late:
                 log.warning("%d jobs still running after 10 s were cancelled", len(late))
-        for job_id in [k for k, t in worker.tasks.items() if t.done()]:
-            del worker.tasks[job_id]  # arq's close gathers what is left: nothing
+        worker.tasks.clear()  # all done: arq's close has nothing left to gather
         await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
