@@ -1,7 +1,9 @@
-"""`python -m bench [--quick] [--out bench/results/latest.json]`: the relay's benchmark.
+"""`python -m bench [--quick] [--streams] [--out bench/results/latest.json]`: the benchmark.
 
 Prints a markdown table (targets marked ✓/✗) and writes every number as JSON. Everything runs
-on 127.0.0.1 against Redis DB 12, and every phase stops by itself.
+on 127.0.0.1 against Redis DB 12 (`--redis-url` to use another; it is flushed), and every
+phase stops by itself. `--streams` runs only the comparison of polling and stream mode
+(bench/streams.py).
 """
 
 from __future__ import annotations
@@ -19,21 +21,26 @@ from bench.arms import compare, start_pool
 from bench.footprint import footprint
 from bench.plan import FULL, QUICK, Plan
 from bench.redis_probe import count_round_trips
-from bench.report import markdown, write_json
+from bench.report import markdown, write_json, write_json_document
 from bench.servers import use_scaled_timestamps
+from bench.streams import stream_comparison, stream_json, stream_markdown
 from bench.throughput import delivery_throughput, poll_throughput
 
 log = logging.getLogger("bench")
+DEFAULT_OUT = Path("bench/results/latest.json")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 2-4 minute run")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/latest.json"))
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--scale", type=float, help="wall seconds per unscaled second")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-interval", type=float,
                         help="the relay's RELAY_POLL_MAX_INTERVAL in unscaled seconds (default 60)")
+    parser.add_argument("--streams", action="store_true",
+                        help="compare polling, streaming and capped streaming (bench/streams.py)")
+    parser.add_argument("--redis-url", help="the Redis DB to use (flushed); default DB 12")
     parser.add_argument("--second-timestamps", action="store_true",
                         help="keep Varg's 1 s timestamp resolution even when time is scaled")
     return parser.parse_args()
@@ -48,6 +55,8 @@ def plan_from(args: argparse.Namespace) -> Plan:
         overrides["seed"] = args.seed
     if args.max_interval:
         overrides["max_interval"] = args.max_interval
+    if args.redis_url:
+        overrides["redis_url"] = args.redis_url
     return replace(plan, **overrides)
 
 
@@ -107,10 +116,25 @@ def main() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     plan = plan_from(args)
     use_scaled_timestamps(plan.scaled_timestamps)
+    if args.streams:
+        run_streams(plan, args.out)
+        return
     result = asyncio.run(run(plan))
     write_json(result, args.out)
     print(markdown(result))
     print(f"\nrun time {result['run_seconds']:.0f} s; JSON: {args.out}")
+
+
+def run_streams(plan: Plan, out: Path) -> None:
+    started = time.monotonic()
+    result = asyncio.run(stream_comparison(plan))
+    if out == DEFAULT_OUT:
+        out = out.with_name("streams.json")
+    document = stream_json(result) | {"plan": asdict(plan),
+                                      "run_seconds": time.monotonic() - started}
+    write_json_document(document, out)
+    print(stream_markdown(result, plan))
+    print(f"\nrun time {document['run_seconds']:.0f} s; JSON: {out}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def relay_env(sim_url: str, redis_url: str, budget: int, scale: float,
         "RELAY_METRICS_PORT": "0",
         "RELAY_LOG_LEVEL": "WARNING",
         "RELAY_LOG_FORMAT": "text",
+        "RELAY_STREAM": "off",  # the polling benchmark; `--streams` compares stream mode
         **extra,
     }
 
@@ -68,13 +69,15 @@ async def all_terminal(receiver_url: str, jobs: Iterable[JobSpec]) -> bool:
 
 
 async def run_relay(schedule: Schedule, budget: int, redis_url: str, t0: float,
-                    keep_learning: bool, max_interval: float = 60.0) -> ArmResult:
-    """Replay `schedule` through the relay; lag is change -> webhook arrival."""
+                    keep_learning: bool, max_interval: float = 60.0, name: str = "relay",
+                    env: dict[str, str] | None = None) -> ArmResult:
+    """Replay `schedule` through the relay; lag is change -> webhook arrival. `env` adds
+    settings (e.g. RELAY_STREAM)."""
     redis = Redis.from_url(redis_url, decode_responses=True)
     with simulator(budget) as sim, receiver() as hooks:
         await reset_redis(redis, [DURATIONS] if keep_learning else [])
         settings = load_settings(relay_env(sim.url, redis_url, budget, schedule.scale,
-                                           max_interval))
+                                           max_interval, **(env or {})))
         store = Store(redis)
 
         async def on_arrival(job: JobSpec) -> None:
@@ -89,7 +92,7 @@ async def run_relay(schedule: Schedule, budget: int, redis_url: str, t0: float,
         extra = await relay_extra(redis, got, schedule, changes, stats)
     await redis.aclose()
     arrived = {key: a.at for key, a in got.first.items()}
-    return arm_result("relay", schedule, changes, stats, arrived, wall, **extra)
+    return arm_result(name, schedule, changes, stats, arrived, wall, **extra)
 
 
 async def relay_extra(redis: Redis, got: Arrivals, schedule: Schedule,
@@ -103,4 +106,5 @@ async def relay_extra(redis: Redis, got: Arrivals, schedule: Schedule,
         "webhook_hop_wall_ms": {"p50": 1000 * percentile(hops, 0.5),
                                 "p90": 1000 * percentile(hops, 0.9)},
         "webhooks": len(got.times),
+        "streams_opened": int(stats.get("streams_opened", 0)),
     }

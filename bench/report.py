@@ -121,8 +121,12 @@ def to_json(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json(result: dict[str, Any], path: Path) -> None:
+    write_json_document(to_json(result), path)
+
+
+def write_json_document(document: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean(to_json(result)), indent=2, default=str) + "\n")
+    path.write_text(json.dumps(clean(document), indent=2, default=str) + "\n")
 
 
 def clean(value: Any) -> Any:

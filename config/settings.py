@@ -1,8 +1,8 @@
 """Settings read from the environment, built by a factory (never at import time).
 
 Every variable of the public contract is here with its default; the extensions are the
-`RELAY_POLL_*`, `RELAY_LOG_*`, `RELAY_METRICS_PORT`, `RELAY_SWEEP_INTERVAL` and
-`RELAY_DELIVERY_CONCURRENCY` variables,
+`RELAY_POLL_*`, `RELAY_STREAMS_*`, `RELAY_STREAM_IDLE_TIMEOUT`, `RELAY_LOG_*`,
+`RELAY_METRICS_PORT`, `RELAY_SWEEP_INTERVAL` and `RELAY_DELIVERY_CONCURRENCY` variables,
 documented in the README. A wrong value raises `SettingsError` naming the variable, which the
 CLI prints as one line before exiting.
 """
@@ -137,6 +137,28 @@ def parse_log_level(text: str) -> str:
     return level
 
 
+def parse_choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError("use " + " or ".join(choices))
+        return value
+
+    return parse
+
+
+parse_stream_mode = parse_choice("auto", "off")
+parse_api_version = parse_choice("v1", "v2")
+
+
+def parse_webhook_secret(text: str) -> str | None:
+    """The secret Varg signs its webhooks with: used as given, as Varg's own SDK does."""
+    value = parse_credential(text)
+    if value and len(value) < 16:
+        raise ValueError("must be at least 16 characters")
+    return value or None
+
+
 def parse_log_format(text: str) -> str:
     value = text.strip().lower()
     if value not in {"auto", "json", "text"}:
@@ -146,7 +168,8 @@ def parse_log_format(text: str) -> str:
 
 def _setting(env: str, default: str | None, parse: Callable[[str], Any], help: str) -> Any:
     # Secrets stay out of repr(), so printing settings never shows them.
-    secret = env in ("VARG_API_KEY", "RELAY_API_TOKENS", "RELAY_SIGNING_SECRETS")
+    secret = env in ("VARG_API_KEY", "RELAY_API_TOKENS", "RELAY_SIGNING_SECRETS",
+                     "VARG_WEBHOOK_SECRET")
     meta = {"env": env, "default": default, "parse": parse, "help": help}
     return field(metadata=meta, repr=not secret)
 
@@ -159,6 +182,14 @@ class Settings:
     varg_api_key: str | None = _setting(
         "VARG_API_KEY", None, parse_credential,
         "upstream key; never logged, never returned by the API",
+    )
+    varg_api_version: str = _setting(
+        "VARG_API_VERSION", "v1", parse_api_version,
+        "Varg API version: v1, or v2 (jobs by `id`, statuses `submitting` and `running`)",
+    )
+    varg_webhook_secret: str | None = _setting(
+        "VARG_WEBHOOK_SECRET", None, parse_webhook_secret,
+        "secret of Varg's own v2 webhooks; turns on `POST /v1/ingest/varg`",
     )
     redis_url: str = _setting(
         "REDIS_URL", "redis://localhost:6379/0", parse_redis_url,
@@ -227,6 +258,22 @@ class Settings:
         "RELAY_SWEEP_INTERVAL", "5s", parse_sweep_interval,
         "how often each worker restarts delivery queues that nothing runs (extension)",
     )
+    stream: str = _setting(
+        "RELAY_STREAM", "auto", parse_stream_mode,
+        "auto: follow jobs on Varg's SSE stream when it is served (else poll); off: poll only",
+    )
+    streams_per_worker: int = _setting(
+        "RELAY_STREAMS_PER_WORKER", "1000", parse_positive_int,
+        "most streams one worker holds open at once (extension)",
+    )
+    streams_max: int = _setting(
+        "RELAY_STREAMS_MAX", "5000", parse_positive_int,
+        "most streams open at once in the whole deployment (extension)",
+    )
+    stream_idle_timeout: float = _setting(
+        "RELAY_STREAM_IDLE_TIMEOUT", "45s", parse_positive_duration,
+        "a stream silent this long (no event, no keepalive) is dropped and reopened (extension)",
+    )
     delivery_concurrency: int = _setting(
         "RELAY_DELIVERY_CONCURRENCY", "50", parse_positive_int,
         "webhook deliveries one worker runs at once (extension)",
@@ -290,4 +337,5 @@ def _parse(env: str, parse: Callable[[str], T], raw: str | None) -> T | tuple[()
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """Every value that must never be logged or returned."""
     key = (settings.varg_api_key,) if settings.varg_api_key else ()
-    return key + settings.signing_secrets + settings.api_tokens
+    hook = (settings.varg_webhook_secret,) if settings.varg_webhook_secret else ()
+    return key + hook + settings.signing_secrets + settings.api_tokens

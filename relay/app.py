@@ -112,8 +112,10 @@ async def refresh_gauges(store: Store, budget: int) -> None:
         _, overdue = await store.due_counts(now - 10)
         pending = len(await store.pending_outboxes())
         cap = await store.upstream_cap()
+        streams = await store.streams_open(now)
     except Exception:
         return
+    metrics.STREAMS_OPEN.set(streams)
     metrics.BUDGET.set(min(budget, cap or budget))
     metrics.WATCHES.set(total)
     metrics.DUE.set(due)

@@ -77,6 +77,14 @@ def parser() -> argparse.ArgumentParser:
     listen_options(sim, 8001)
     sim.add_argument("--rate-limit", type=int, default=None, metavar="N",
                      help="answer 429 past N requests a minute, as Varg does (default: none)")
+    sim.add_argument("--no-stream", action="store_true",
+                     help="answer GET /v1/jobs/{id}/stream with 404 (an upstream without it)")
+    sim.add_argument("--keepalive", type=float, default=15.0,
+                     help="seconds between stream keepalives")
+    sim.add_argument("--stream-limit", type=float, default=600.0,
+                     help="seconds after which a stream is closed, like Varg's 10 minutes")
+    sim.add_argument("--webhook-secret", default=os.environ.get("VARG_WEBHOOK_SECRET"),
+                     help="signs v2 webhooks (default: VARG_WEBHOOK_SECRET)")
     sim.set_defaults(run=run_simulate)
     inbox = sub.add_parser(
         "inbox", help="a test receiver that verifies webhooks (dev)",
@@ -153,8 +161,10 @@ def run_simulate(args: argparse.Namespace) -> None:
     sock = listening_socket(args.host, args.port)
     configure_logging("INFO", "auto")
     app = create_simulator(api_key=os.environ.get("VARG_API_KEY") or "varg_sim",
-                           rate_limit=args.rate_limit)
-    print(f"Varg simulator on http://{args.host}:{args.port}/v1", flush=True)
+                           rate_limit=args.rate_limit, stream=not args.no_stream,
+                           keepalive=args.keepalive, stream_limit=args.stream_limit,
+                           webhook_secret=args.webhook_secret)
+    print(f"Varg simulator on http://{args.host}:{args.port}/v1 (and /v2)", flush=True)
     asyncio.run(_serve_until_signal(http_server(app, args.host, args.port), sock))
 
 

@@ -24,6 +24,9 @@ class EventType(StrEnum):
     watch_expired = "job.watch_expired"  # no terminal status within RELAY_WATCH_TIMEOUT
 
 
+# Varg's v2 API splits `processing` in two; both are announced as job.processing, with the
+# status itself in the event's `data.status` (README: Varg's v2 API).
+V2_RUNNING = frozenset({"submitting", "running"})
 TERMINAL_STATUSES = frozenset({JobStatus.completed, JobStatus.failed, JobStatus.cancelled})
 # Pseudo-statuses the relay records when it gives up on a job; they end the watch like terminals.
 NOT_FOUND = "not_found"
@@ -48,6 +51,8 @@ def event_for(status: str) -> EventType:
         return EventType.watch_expired
     if status in JobStatus.__members__:
         return EventType(f"job.{status}")
+    if status in V2_RUNNING:
+        return EventType.processing
     return EventType.status_changed
 
 

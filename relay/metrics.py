@@ -44,3 +44,17 @@ DELIVERIES_DEFERRED = Counter(
     " as many in flight on this worker as allowed",
     ["reason"],
 )
+STREAMS_OPEN = Gauge(
+    "relay_streams_open",
+    "Jobs followed on Varg's stream: this worker's on its port, the deployment's on the API",
+)
+STREAM_RECONNECTS = Counter(
+    "relay_stream_reconnects_total", "Stream connections opened again for a job still streamed"
+)
+STREAM_FALLBACKS = Counter(
+    "relay_stream_fallbacks_total", "Streamed jobs handed back to polling, by why", ["reason"]
+)
+HINTS = Counter(
+    "relay_varg_hints_total", "Varg's own webhooks at POST /v1/ingest/varg, by outcome",
+    ["outcome"],
+)

@@ -26,6 +26,7 @@ from relay.logs import configure_logging
 from relay.resources import close_resources, open_resources
 from relay.store.keys import DELIVERY_QUEUE
 from relay.upstream.poller import RECHECK_SECONDS, Poller
+from relay.upstream.streams import StreamManager, stream_mode
 
 log = logging.getLogger("relay.worker")
 QUEUE_POLL = 0.1  # seconds between looks at the delivery queue when nothing wakes the worker
@@ -45,17 +46,26 @@ async def startup(ctx: dict[str, Any]) -> None:
 
     poller = Poller(res, kick_chain, ctx.get("recheck", RECHECK_SECONDS))
     ctx["resources"], ctx["poller"] = res, poller
+    if stream_mode(settings.stream, settings.varg_api_version):
+        streams = StreamManager(res, kick_chain, poller.budget, poller.limits, res.stream_http)
+        poller.streams = ctx["streams"] = streams
+        ctx["streams_task"] = asyncio.create_task(streams.run(), name="streams")
     ctx["poller_task"] = asyncio.create_task(poller.run(), name="poller")
     start_metrics_server(settings.metrics_port)
-    log.info("worker started: upstream %s, budget %d/min", settings.varg_api_url,
-             settings.upstream_rate_limit)
+    log.info("worker started: upstream %s (%s), budget %d/min, stream mode %s",
+             settings.varg_api_url, settings.varg_api_version, settings.upstream_rate_limit,
+             "on" if "streams" in ctx else "off")
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """Finish the poll batch in flight (its leases would otherwise wait to expire)."""
+    """Finish the poll batch in flight and hand streamed jobs back (their leases would
+    otherwise wait to expire)."""
     if "poller" in ctx:
         ctx["poller"].stop()
         await ctx["poller_task"]
+    if "streams" in ctx:
+        await ctx["streams"].close()
+        await ctx["streams_task"]
     if "resources" in ctx:
         await close_resources(ctx["resources"])
     log.info("worker stopped")
@@ -138,10 +148,15 @@ async def running_worker(
         yield worker
     finally:
         worker.allow_pick_jobs = False
-        # Stop arq's loop first: it may be starting jobs it picked before the flag changed,
-        # which close() would then cancel half-way.
-        task.cancel()
+        task.cancel()  # arq's loop: no job starts after this (one starting now still may)
         await asyncio.gather(task, return_exceptions=True)
         running = [t for t in worker.tasks.values() if not t.done()]
-        await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), timeout=10)
+        if running:
+            _, late = await asyncio.wait(running, timeout=10)
+            for job in late:  # arq runs them again from Redis: nothing is lost
+                job.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            if late:
+                log.warning("%d jobs still running after 10 s were cancelled", len(late))
+        worker.tasks.clear()  # all done: arq's close has nothing left to gather
         await worker.close()

@@ -161,6 +161,8 @@ SCHEMAS: dict[str, Any] = {
             "last_polled_at": NULLABLE_TIME,
             "next_poll_at": NULLABLE_TIME,
             "watching": {"type": "boolean"},
+            "streaming": {"type": "boolean",
+                          "description": "followed on Varg's stream now, not polled"},
             "polls": {"type": "integer"},
             "subscriptions": {"type": "array", "items": _ref("Subscription")},
         },
@@ -245,10 +247,39 @@ PATHS: dict[str, Any] = {
                           **_errors(400, 404), **_AUTHED},
         },
     },
+    "/v1/ingest/varg": {
+        "post": {
+            "operationId": "ingestVargWebhook",
+            "summary": "Varg's own v2 webhook: a hint to poll the job now, never a source of truth",
+            "description": "Give this URL to Varg as `options.webhook_url`. Authenticated by "
+                           "`X-Varg-Signature: v1=<hex HMAC-SHA256 of \"{X-Varg-Timestamp}."
+                           "{body}\">` under VARG_WEBHOOK_SECRET (timestamp within 5 minutes), "
+                           "not by a bearer token. 404 while VARG_WEBHOOK_SECRET is not set.",
+            "security": [{"vargSignature": []}],
+            "parameters": [{"name": "X-Varg-Timestamp", "in": "header",
+                            "schema": {"type": "string"},
+                            "description": "Unix time of signing, in ms or s"}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "description": "Varg's v2 job snapshot (`id`, `status`, ...)",
+                "properties": {"id": {"type": "string"}}}}}},
+            "responses": {
+                "202": _json({
+                    "type": "object", "required": ["job_id", "outcome"],
+                    "properties": {
+                        "job_id": {"type": "string"},
+                        "outcome": {"type": "string",
+                                    "enum": ["polled", "replay", "unwatched", "leased"]},
+                    }}, "taken: `polled` means the job is polled at once"),
+                **_errors(400, 401, 404, 413, 500),
+            },
+        },
+    },
     "/healthz": {"get": {"operationId": "healthz", "security": [],
                          "responses": {"200": {"description": "the process lives"}}}},
     "/readyz": {"get": {"operationId": "readyz", "security": [], "responses": {
-        "200": {"description": "Redis answers; Varg answers and accepts the key"},
+        "200": {"description": "Redis answers; Varg answers and accepts the key; `stream` says "
+                               "whether workers follow jobs on Varg's stream (`on`) or why "
+                               "not (`off: ...`)"},
         "503": {"description": "not ready; `reason` says why"}}}},
     "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {
         "200": {"description": "Prometheus text format",
@@ -455,7 +486,11 @@ def openapi_document() -> dict[str, Any]:
         "webhooks": {str(event): _webhook(event) for event in ALL_EVENTS},
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "vargSignature": {"type": "apiKey", "in": "header", "name": "X-Varg-Signature",
+                                  "description": "Varg's webhook signature (ingest only)"},
+            },
         },
         "security": [{"bearer": []}],
     }

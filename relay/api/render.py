@@ -65,6 +65,7 @@ def job_view(job_id: str, watch: dict[str, str], subs: list[dict[str, Any]]) -> 
         "last_polled_at": iso(watch.get("last_polled_at")),
         "next_poll_at": iso(watch.get("next_poll_at")),
         "watching": watch.get("active") == "1",
+        "streaming": watch.get("stream") == "1",
         "polls": int(watch.get("polls") or 0),
         "subscriptions": subs,
     }

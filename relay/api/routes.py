@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import socket
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from relay import metrics
-from relay.api import validation
+from relay.api import ingest, validation
 from relay.api.render import JSONResponse, delivery, job_view, subscription
 from relay.api.state import AppState
 from relay.delivery.chain import kick
@@ -163,6 +164,24 @@ async def get_job(request: Request) -> Response:
     return JSONResponse(job_view(job_id, watch, [subscription(s) for s in subs]))
 
 
+async def ingest_varg(request: Request) -> Response:
+    """Varg's own v2 webhook: a hint to poll the job now (relay/api/ingest.py). Signed by
+    Varg, not by a relay token: Varg cannot send one."""
+    st = state(request)
+    secret = st.settings.varg_webhook_secret
+    if not secret:
+        raise NotFoundError("POST /v1/ingest/varg is off: VARG_WEBHOOK_SECRET is not set")
+    raw = await read_body(request)
+    if not ingest.verify(secret, raw, request.headers, time.time()):
+        metrics.HINTS.labels("refused").inc()
+        raise ingest.refuse()
+    job_id = ingest.hinted_job_id(validation.parse_body(raw))
+    outcome = await st.store.hint(job_id, st.settings.poll_min_interval,
+                                  ingest.replay_key(request.headers), 2 * ingest.TOLERANCE)
+    metrics.HINTS.labels(outcome).inc()
+    return JSONResponse({"job_id": job_id, "outcome": outcome}, status_code=202)
+
+
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
@@ -173,6 +192,7 @@ async def readyz(request: Request) -> Response:
         await store.ping()
         unauthorized = await store.upstream_unauthorized()
         unreachable = await store.upstream_unreachable()
+        stream_off = await store.stream_off()
     except Exception:
         return JSONResponse({"status": "unavailable", "reason": "redis: not answering"}, 503)
     if unauthorized:
@@ -180,7 +200,16 @@ async def readyz(request: Request) -> Response:
     if unreachable is not None:
         return JSONResponse(
             {"status": "unavailable", "reason": f"upstream: unreachable ({unreachable})"}, 503)
-    return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "ready", "stream": stream_state(state(request), stream_off)})
+
+
+def stream_state(st: AppState, off: str | None) -> str:
+    """Stream mode as the workers run it: `on`, or `off: why` (polling every job)."""
+    if st.settings.stream == "off":
+        return "off: RELAY_STREAM=off"
+    if st.settings.varg_api_version != "v1":
+        return "off: Varg's v2 API has no stream"
+    return f"off for now: the upstream does not stream ({off})" if off else "on"
 
 
 def routes() -> list[Route]:
@@ -193,6 +222,7 @@ def routes() -> list[Route]:
         Route("/v1/subscriptions/{sid}/deliveries/{mid}/retry", retry_delivery,
               methods=["POST"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/v1/ingest/varg", ingest_varg, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]

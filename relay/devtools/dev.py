@@ -79,12 +79,15 @@ async def run_dev(
     env.setdefault("RELAY_SIGNING_SECRETS", new_secret())
     env.setdefault("RELAY_ALLOW_PRIVATE_CALLBACKS", "true")
     env.setdefault("RELAY_METRICS_PORT", "0")
+    env.setdefault("VARG_WEBHOOK_SECRET", "vhook_" + secrets.token_hex(16))
     settings = load_settings(env)
     configure_logging(settings.log_level, settings.log_format, secrets_of(settings))
     app = create_app(settings)
     app.router.routes.extend(inbox_routes(settings.signing_secrets[0]))
     servers = [http_server(app, host, port),
-               http_server(create_simulator(api_key=SIM_KEY), "127.0.0.1", sim_port)]
+               http_server(create_simulator(api_key=SIM_KEY,
+                                            webhook_secret=settings.varg_webhook_secret),
+                           "127.0.0.1", sim_port)]
     worker = ResilientWorker(**worker_options(settings), handle_signals=False)
     stop = stop_event()
     tasks = [asyncio.create_task(s.serve(sockets=[sock]))

@@ -1,13 +1,25 @@
-"""A local, in-memory simulator of the Varg Gateway API's ``GET /v1/jobs/{job_id}``.
+"""A local, in-memory simulator of the Varg Gateway API's job endpoints.
 
-It speaks the seed contract (``shared/seeds/varg-get-job-openapi.txt``) and adds a control API
-under ``/_sim`` (no auth) to script jobs, inject faults and read request statistics:
+It speaks the seed contract (``GET /v1/jobs/{job_id}``), Varg's v1 job stream
+(``GET /v1/jobs/{job_id}/stream``: Server-Sent Events, a ``status`` event with the job JSON at
+every change, ``: keepalive`` comments, closed at a terminal status or after a time limit), and
+the v2 API (``GET /v2/jobs/{id}``, ``GET /v2/jobs/{id}/status``: jobs by ``id``, ``processing``
+shown as ``running``, errors as ``{"error": {"code", "message"}}``, no stream). A job created
+with a ``webhook_url`` gets Varg's v2 webhook at its terminal status, signed with
+``X-Varg-Signature``. A control API under ``/_sim`` (no auth) scripts jobs, injects faults and
+reads request statistics:
 
-- ``POST /_sim/jobs``: create or replace a job with a status timeline.
+- ``POST /_sim/jobs``: create or replace a job with a status timeline (and ``webhook_url``).
 - ``GET /_sim/jobs`` / ``GET /_sim/jobs/{job_id}``: control views (timeline, changes, current).
-- ``POST /_sim/faults`` / ``GET /_sim/faults``: queue faults for the next ``GET /v1/jobs`` requests.
-- ``GET /_sim/stats``: request counts by status code and by job.
-- ``POST /_sim/reset``: forget jobs, faults, stats and the rate-limit window.
+- ``POST /_sim/faults`` / ``GET /_sim/faults``: queue faults for the next job requests (polls
+  and stream connections alike, in either version); ``cut`` is for streams only: the stream
+  breaks off mid-way after ``delay`` seconds.
+- ``POST /_sim/config``: ``{"stream": false}`` answers the stream with 404 (an upstream without
+  it); ``keepalive`` and ``stream_limit`` (seconds) shorten the stream's timers for tests.
+- ``GET /_sim/stats``: request counts by status code and by job, streams open and opened.
+- ``GET /_sim/webhooks``: every v2 webhook attempt made.
+- ``POST /_sim/reset``: forget jobs, faults, stats, webhooks and the rate-limit window, and
+  restore the configuration the simulator started with.
 
 A job's status is the last timeline step whose offset (seconds after creation) has passed; until
 the first step (or ``appears_after``) has passed, the job answers 404 like an unknown job.
@@ -18,20 +30,22 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import json
 import math
 import re
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 __all__ = ["Change", "SimJob", "Simulator", "Step", "create_simulator", "status_at"]
@@ -39,7 +53,9 @@ __all__ = ["Change", "SimJob", "Simulator", "Step", "create_simulator", "status_
 Clock = Callable[[], float]
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-FAULT_MODES = ("429", "500", "502", "401", "timeout", "malformed", "missing_fields")
+FAULT_MODES = ("429", "500", "502", "401", "timeout", "malformed", "missing_fields", "cut")
+# `cut` is taken by stream connections only: the stream sends what it has, then the
+# connection breaks mid-stream after `delay` seconds (polls pass it by).
 RATE_WINDOW = 60.0
 DEFAULT_MODEL = "fal:flux-schnell"
 DEFAULT_ERROR = "Provider returned an error"
@@ -90,6 +106,12 @@ class Change(NamedTuple):
 
 
 DEFAULT_TIMELINE = (Step("queued", 0.0), Step("processing", 2.0), Step("completed", 6.0))
+V2_BASE = "https://api.varg.ai/v2"
+V2_STATUS = {"processing": "running"}  # v2 splits processing into submitting and running
+KEEPALIVE = 15.0  # seconds between keepalive comments on a stream, as Varg sends them
+STREAM_LIMIT = 600.0  # Varg closes a stream after 10 minutes
+WEBHOOK_RETRIES = 8  # Varg's v2 webhooks are retried 8 times
+WEBHOOK_BACKOFF = 0.5  # seconds before the first retry, doubled each time (up to 30 s)
 
 
 def status_at(timeline: Sequence[tuple[str, float]], elapsed: float) -> str | None:
@@ -133,6 +155,12 @@ def media_type_for(model: str) -> str:
     return "image/png"
 
 
+def tool_for(media_type: str) -> str:
+    """v2's `tool` for an output media type."""
+    kind = media_type.split("/")[0]
+    return {"audio": "speech"}.get(kind, kind)
+
+
 def output_url(job_id: str, media_type: str) -> str:
     return f"{OUTPUT_BASE}{job_id}.{_EXTENSIONS.get(media_type, 'bin')}"
 
@@ -149,6 +177,7 @@ class SimJob:
     url: str = ""
     error: str = DEFAULT_ERROR
     appears_after: float = 0.0
+    webhook_url: str = ""  # v2: POSTed the job at its terminal status
 
     def __post_init__(self) -> None:
         self.media_type = self.media_type or media_type_for(self.model)
@@ -190,6 +219,44 @@ class SimJob:
         body["cache"] = {"hit": False, "key": self.cache_key()}
         return body
 
+    def next_change(self, now: float) -> float | None:
+        """When the next visible change happens (unix seconds), if any is left."""
+        for step in visible_changes(self.timeline, self.appears_after):
+            if self.created + step.after > now:
+                return self.created + step.after
+        return None
+
+    def terminal_at(self) -> float | None:
+        """When the job becomes terminal (unix seconds), if its timeline ends so."""
+        changes = visible_changes(self.timeline, self.appears_after)
+        if changes and changes[-1].status in TERMINAL_STATUSES:
+            return self.created + changes[-1].after
+        return None
+
+    def response_v2(self, now: float) -> dict[str, Any] | None:
+        """The job as Varg's v2 API shows it, or None while it answers 404."""
+        status = self.status(now)
+        if status is None:
+            return None
+        body: dict[str, Any] = {
+            "id": self.job_id,
+            "status": V2_STATUS.get(status, status),
+            "tool": tool_for(self.media_type),
+            "input": {"model": self.model},
+            "created_at": iso(self.created),
+        }
+        if status in TERMINAL_STATUSES:
+            body["completed_at"] = iso(self.changes(now)[-1].at)
+        if status == "completed":
+            body["output"] = {"version": "v1", "outputs": [
+                {"url": self.url, "file_id": "file_" + self.job_id,
+                 "media_type": self.media_type}]}
+        if status == "failed":
+            body["error"] = {"code": "provider_error", "message": self.error}
+        base = f"{V2_BASE}/jobs/{self.job_id}"
+        body["urls"] = {"self": base, "status": base + "/status", "cancel": base + "/cancel"}
+        return body
+
     def cache_key(self) -> str:
         return "sha256:" + hashlib.sha256(f"{self.model}\n{self.job_id}".encode()).hexdigest()
 
@@ -199,6 +266,7 @@ class SimJob:
             "model": self.model,
             "created_at": iso(self.created),
             "appears_after": self.appears_after,
+            "webhook_url": self.webhook_url or None,
             "timeline": [{"status": s.status, "after": s.after} for s in self.timeline],
             "changes": [{"status": c.status, "at": c.at} for c in self.changes(now)],
             "current": self.status(now),
@@ -257,6 +325,10 @@ class SlidingWindow:
         }
 
 
+class StreamCut(Exception):
+    """Raised inside a stream's body: the server drops the connection mid-stream."""
+
+
 class Invalid(Exception):
     """Bad control-API input; answered with a 400 ValidationError."""
 
@@ -299,9 +371,75 @@ def rate_limited(retry_after: int) -> JSONResponse:
     )
 
 
+V2_CODES = {401: "unauthorized", 404: "job_not_found", 429: "rate_limited",
+            500: "internal_error", 502: "provider_error"}
+
+
+def v2_error(status_code: int, code: str, message: str,
+             headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """An error in v2's envelope: ``{"error": {"code", "message"}}``."""
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def as_v2_error(response: JSONResponse) -> JSONResponse:
+    """A v1-shaped error answer in v2's envelope, keeping its code and Retry-After."""
+    v1 = json.loads(bytes(response.body))
+    code = response.status_code
+    retry = {"Retry-After": response.headers["retry-after"]} if "retry-after" in response.headers \
+        else None
+    return v2_error(code, V2_CODES.get(code, "error"), str(v1["message"]), retry)
+
+
+def status_v2(job: SimJob, now: float) -> dict[str, Any] | None:
+    """``GET /v2/jobs/{id}/status``: the status and a progress estimate, without the output."""
+    status = job.status(now)
+    if status is None:
+        return None
+    end = job.terminal_at()
+    done = 1.0 if status in TERMINAL_STATUSES else (
+        0.0 if end is None else min(0.99, (now - job.created) / max(end - job.created, 1e-9)))
+    shown = V2_STATUS.get(status, status)
+    return {"id": job.job_id, "status": shown, "progress": round(done, 3),
+            "progress_message": f"{shown} ({done:.0%})"}
+
+
+def compact(body: Any) -> str:
+    return json.dumps(body, separators=(",", ":"))
+
+
+def sse(event: str, data: str) -> bytes:
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+def varg_webhook_headers(secret: str | None, body: bytes, event: str,
+                         timestamp_ms: int) -> dict[str, str]:
+    """Varg's v2 webhook headers: `X-Varg-Signature: v1=<hex HMAC-SHA256>` of
+    "{timestamp}.{body}" under the secret, the timestamp in Unix milliseconds (as Varg's SDK
+    signs its own webhooks)."""
+    headers = {"content-type": "application/json", "user-agent": "varg-simulator",
+               "x-varg-event": event, "x-varg-timestamp": str(timestamp_ms)}
+    if secret:
+        signed = str(timestamp_ms).encode() + b"." + body
+        digest = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        headers["x-varg-signature"] = "v1=" + digest
+    return headers
+
+
+async def post_once(client: httpx.AsyncClient, url: str, body: bytes,
+                    headers: dict[str, str]) -> tuple[int | None, str | None]:
+    try:
+        response = await client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return None, type(exc).__name__
+    return response.status_code, None
+
+
 # --- input validation -------------------------------------------------------------------------
 
-_JOB_FIELDS = frozenset({"job_id", "model", "timeline", "output", "error", "appears_after"})
+_JOB_FIELDS = frozenset({"job_id", "model", "timeline", "output", "error", "appears_after",
+                         "webhook_url"})
+_CONFIG_FIELDS = frozenset({"stream", "keepalive", "stream_limit"})
 _FAULT_FIELDS = frozenset({"mode", "count", "retry_after", "delay"})
 
 
@@ -397,7 +535,17 @@ def parse_job(body: Mapping[str, Any], now: float) -> SimJob:
         url=url,
         error=as_text(body.get("error", DEFAULT_ERROR), "error"),
         appears_after=as_seconds(body.get("appears_after", 0.0), "appears_after"),
+        webhook_url=parse_webhook_url(body.get("webhook_url")),
     )
+
+
+def parse_webhook_url(value: Any) -> str:
+    if value is None:
+        return ""
+    url = as_text(value, "webhook_url")
+    if not re.fullmatch(r"https?://\S+", url):
+        raise Invalid("webhook_url must be an http(s) URL", "webhook_url")
+    return url
 
 
 def parse_fault(body: Mapping[str, Any]) -> Fault:
@@ -421,6 +569,7 @@ class Stats:
     requests: int = 0
     by_code: Counter[str] = field(default_factory=Counter)
     by_job: Counter[str] = field(default_factory=Counter)
+    streams_opened: int = 0
 
     def record(self, job_id: str, status_code: int) -> None:
         self.requests += 1
@@ -432,18 +581,36 @@ class Stats:
             "requests": self.requests,
             "by_code": dict(self.by_code),
             "by_job": dict(self.by_job),
+            "streams_opened": self.streams_opened,
         }
+
+
+@dataclass
+class StreamConfig:
+    """How the v1 stream behaves; ``POST /_sim/config`` changes it."""
+
+    enabled: bool = True  # False: the stream answers 404, as an upstream without it
+    keepalive: float = KEEPALIVE
+    limit: float = STREAM_LIMIT
+
+    def view(self) -> dict[str, Any]:
+        return {"stream": self.enabled, "keepalive": self.keepalive, "stream_limit": self.limit}
 
 
 class Simulator:
     """All simulator state; one per app, reachable as ``app.state.simulator``."""
 
-    def __init__(self, api_key: str, rate_limit: int | None, clock: Clock) -> None:
+    def __init__(self, api_key: str, rate_limit: int | None, clock: Clock,
+                 stream: StreamConfig | None = None, webhook_secret: str | None = None) -> None:
         if rate_limit is not None and rate_limit < 1:
             raise ValueError("rate_limit must be at least 1 request per minute")
         self.api_key = api_key
         self.rate_limit = rate_limit
         self.clock = clock
+        self.initial_stream = stream or StreamConfig()
+        self.webhook_secret = webhook_secret
+        self.open_streams = 0  # live connections: not forgotten by a reset
+        self.tasks: set[asyncio.Task[None]] = set()
         self.reset()
 
     def reset(self) -> None:
@@ -451,6 +618,10 @@ class Simulator:
         self.faults: deque[Fault] = deque()
         self.stats = Stats()
         self.window = SlidingWindow(self.rate_limit) if self.rate_limit else None
+        self.stream = StreamConfig(**vars(self.initial_stream))
+        self.webhooks: list[dict[str, Any]] = []
+        for task in self.tasks:
+            task.cancel()
 
     def add_job(self, job: SimJob) -> None:
         self.jobs[job.job_id] = job
@@ -458,8 +629,8 @@ class Simulator:
     def add_fault(self, fault: Fault) -> None:
         self.faults.append(fault)
 
-    def take_fault(self) -> Fault | None:
-        if not self.faults:
+    def take_fault(self, stream: bool = False) -> Fault | None:
+        if not self.faults or (self.faults[0].mode == "cut" and not stream):
             return None
         fault = self.faults[0]
         fault.remaining -= 1
@@ -512,11 +683,147 @@ class Simulator:
         status = (job.status(self.clock()) if job is not None else None) or "queued"
         return JSONResponse({"job_id": job_id, "status": status})
 
+    def finish(self, job_id: str, response: Response) -> Response:
+        self.stats.record(job_id, response.status_code)
+        if self.window is not None:
+            response.headers.update(self.window.headers(self.clock()))
+        return response
+
+    async def gate(self, request: Request, job_id: str,
+                   stream: bool = False) -> Response | Fault | None:
+        """What every job request meets first: the key, the rate limit and the next fault.
+        Returns an error answer (v1 shape), a fault that shapes the body, or None to go on."""
+        if not self.authorized(request):
+            return auth_error()
+        if self.window is not None and not self.window.try_acquire(self.clock()):
+            return rate_limited(self.window.retry_after(self.clock()))
+        fault = self.take_fault(stream)
+        if fault is None:
+            return None
+        if fault.mode == "timeout":
+            await asyncio.sleep(fault.delay)
+            return None
+        if fault.mode in ("malformed", "missing_fields", "cut"):
+            return fault
+        return self.fault_response(fault, job_id)
+
+    # -- GET /v1/jobs/{job_id}/stream
+
+    async def stream_job(self, request: Request) -> Response:
+        job_id = str(request.path_params["job_id"])
+        if not self.stream.enabled:
+            return self.finish(job_id, error_response(404, "NotFoundError", "Not found"))
+        found = await self.gate(request, job_id, stream=True)
+        if isinstance(found, Response):
+            return self.finish(job_id, found)
+        job = self.jobs.get(job_id)
+        if job is None or job.status(self.clock()) is None:
+            return self.finish(job_id, not_found())
+        if found is not None and found.mode == "cut":
+            events = self.events(job, cut_after=found.delay)
+        else:
+            events = self.bad_event(found, job_id) if found else self.events(job)
+        headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+        response = StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return self.finish(job_id, response)
+
+    async def events(self, job: SimJob, cut_after: float | None = None) -> AsyncIterator[bytes]:
+        """A `status` event at every change, keepalives between, closed at a terminal status
+        or after the stream limit (or broken off after `cut_after` seconds)."""
+        self.open_streams += 1
+        self.stats.streams_opened += 1
+        try:
+            started = written = self.clock()
+            limit = self.stream.limit if cut_after is None else cut_after
+            sent: str | None = None
+            while True:
+                now = self.clock()
+                body = job.response(now)
+                if body is not None and body["status"] != sent:
+                    sent, written = body["status"], now
+                    yield sse("status", compact(body))
+                    if sent in TERMINAL_STATUSES:
+                        return
+                if now >= started + limit:
+                    if cut_after is not None:
+                        raise StreamCut(f"stream of {job.job_id} cut (fault)")
+                    return
+                if now - written >= self.stream.keepalive:
+                    written = now
+                    yield b": keepalive\n\n"
+                wake = min(t for t in (job.next_change(now), written + self.stream.keepalive,
+                                       started + limit) if t is not None)
+                await asyncio.sleep(max(0.0, wake - self.clock()) + 0.0005)
+        finally:
+            self.open_streams -= 1
+
+    async def bad_event(self, fault: Fault, job_id: str) -> AsyncIterator[bytes]:
+        """A malformed fault on a stream: one event that is not a job, then the end."""
+        if fault.mode == "malformed":
+            yield sse("status", "{not json")
+        else:
+            yield sse("status", compact({"job_id": job_id, "status": "queued"}))
+
+    # -- GET /v2/jobs/{id} and /v2/jobs/{id}/status
+
+    async def get_job_v2(self, request: Request) -> Response:
+        return await self.answer_v2(request, lambda job, now: job.response_v2(now))
+
+    async def get_status_v2(self, request: Request) -> Response:
+        return await self.answer_v2(request, status_v2)
+
+    async def answer_v2(self, request: Request,
+                        render: Callable[[SimJob, float], dict[str, Any] | None]) -> Response:
+        job_id = str(request.path_params["job_id"])
+        found = await self.gate(request, job_id)
+        if isinstance(found, JSONResponse):
+            return self.finish(job_id, as_v2_error(found))
+        if isinstance(found, Response):
+            return self.finish(job_id, found)
+        if found is not None:
+            body = {"id": job_id} if found.mode == "missing_fields" else None
+            bad = JSONResponse(body) if body else Response("{not json",
+                                                           media_type="application/json")
+            return self.finish(job_id, bad)
+        job = self.jobs.get(job_id)
+        shown = render(job, self.clock()) if job is not None else None
+        if shown is None:
+            return self.finish(job_id, v2_error(404, "job_not_found", "Job not found"))
+        return self.finish(job_id, JSONResponse(shown))
+
+    # -- v2 webhooks: POST {webhook_url} at the terminal status, signed
+
+    def schedule_webhook(self, job: SimJob) -> None:
+        at = job.terminal_at()
+        if job.webhook_url and at is not None:
+            task = asyncio.create_task(self.send_webhook(job, at))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def send_webhook(self, job: SimJob, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - self.clock()))
+        snapshot = job.response_v2(self.clock())
+        assert snapshot is not None
+        body = compact(snapshot).encode()
+        event = "job." + str(snapshot["status"])
+        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+            for attempt in range(WEBHOOK_RETRIES + 1):
+                headers = varg_webhook_headers(self.webhook_secret, body, event,
+                                               int(self.clock() * 1000))
+                code, error = await post_once(client, job.webhook_url, body, headers)
+                self.webhooks.append({"job_id": job.job_id, "url": job.webhook_url,
+                                      "attempt": attempt + 1, "status_code": code,
+                                      "error": error, "at": self.clock()})
+                if code is not None and 200 <= code < 300:
+                    return
+                await asyncio.sleep(min(30.0, WEBHOOK_BACKOFF * 2**attempt))
+
     # -- control API
 
     async def create_job(self, request: Request) -> Response:
         job = parse_job(await read_object(request), self.clock())
         self.add_job(job)
+        self.schedule_webhook(job)
         return JSONResponse(job.control_view(self.clock()), status_code=201)
 
     async def list_jobs(self, request: Request) -> Response:
@@ -539,7 +846,23 @@ class Simulator:
         return JSONResponse({"data": [fault.view() for fault in self.faults]})
 
     async def get_stats(self, request: Request) -> Response:
-        return JSONResponse(self.stats.view())
+        return JSONResponse(self.stats.view() | {"streams_open": self.open_streams})
+
+    async def configure(self, request: Request) -> Response:
+        body = await read_object(request)
+        reject_unknown(body, _CONFIG_FIELDS)
+        if "stream" in body:
+            if not isinstance(body["stream"], bool):
+                raise Invalid("stream must be true or false", "stream")
+            self.stream.enabled = body["stream"]
+        if "keepalive" in body:
+            self.stream.keepalive = max(0.01, as_seconds(body["keepalive"], "keepalive", 3600))
+        if "stream_limit" in body:
+            self.stream.limit = max(0.01, as_seconds(body["stream_limit"], "stream_limit"))
+        return JSONResponse(self.stream.view())
+
+    async def list_webhooks(self, request: Request) -> Response:
+        return JSONResponse({"data": self.webhooks})
 
     async def reset_all(self, request: Request) -> Response:
         self.reset()
@@ -563,21 +886,34 @@ def create_simulator(
     rate_limit: int | None = None,
     *,
     clock: Clock = time.time,
+    stream: bool = True,
+    keepalive: float = KEEPALIVE,
+    stream_limit: float = STREAM_LIMIT,
+    webhook_secret: str | None = None,
 ) -> Starlette:
-    """A Starlette app that simulates ``GET /v1/jobs/{job_id}`` plus the ``/_sim`` control API.
+    """A Starlette app that simulates Varg's job endpoints (v1, its stream, v2) plus the
+    ``/_sim`` control API.
 
-    ``rate_limit`` is requests per minute for ``api_key`` (a sliding 60-second window); ``clock``
-    returns unix seconds and exists so tests can move time without sleeping.
+    ``rate_limit`` is requests per minute for ``api_key`` (a sliding 60-second window; a stream
+    connection counts as one request); ``clock`` returns unix seconds and exists so tests can
+    move time without sleeping (streams and webhooks wait on it in real time);
+    ``stream=False`` answers the stream with 404; ``webhook_secret`` signs v2 webhooks.
     """
-    sim = Simulator(api_key, rate_limit, clock)
+    config = StreamConfig(stream, keepalive, stream_limit)
+    sim = Simulator(api_key, rate_limit, clock, config, webhook_secret)
     routes = [
         Route("/v1/jobs/{job_id}", sim.get_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/stream", sim.stream_job, methods=["GET"]),
+        Route("/v2/jobs/{job_id}", sim.get_job_v2, methods=["GET"]),
+        Route("/v2/jobs/{job_id}/status", sim.get_status_v2, methods=["GET"]),
         Route("/_sim/jobs", sim.create_job, methods=["POST"]),
         Route("/_sim/jobs", sim.list_jobs, methods=["GET"]),
         Route("/_sim/jobs/{job_id}", sim.view_job, methods=["GET"]),
         Route("/_sim/faults", sim.create_fault, methods=["POST"]),
         Route("/_sim/faults", sim.list_faults, methods=["GET"]),
+        Route("/_sim/config", sim.configure, methods=["POST"]),
         Route("/_sim/stats", sim.get_stats, methods=["GET"]),
+        Route("/_sim/webhooks", sim.list_webhooks, methods=["GET"]),
         Route("/_sim/reset", sim.reset_all, methods=["POST"]),
     ]
     handlers = {Invalid: _invalid, 404: _http_error, 405: _http_error}

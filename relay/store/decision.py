@@ -28,6 +28,8 @@ class Decision:
     failures: int = 0  # upstream errors in a row
     end_watch: bool = False
     learn: str | None = None  # a run-time histogram field to count (relay/upstream/runtimes.py)
+    stream: bool = False  # seen on a stream (relay/upstream/streams.py), not by a poll
+    hold: float = 0.0  # a stream keeps its lease this many seconds more; 0: the lease ends
 
     def lua(self) -> dict[str, Any]:
         """The decision as poll.lua reads it, with what it derives from the status."""

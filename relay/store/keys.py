@@ -23,6 +23,9 @@ PAUSE = PREFIX + "pause"
 UPSTREAM_UNAUTHORIZED = PREFIX + "upstream:unauthorized"
 UPSTREAM_UNREACHABLE = PREFIX + "upstream:unreachable"
 RATE_LIMITED = PREFIX + "upstream:429s"  # zset: when upstream answered 429
+STREAMS = PREFIX + "streams"  # jobs followed on a stream, by when their stream lease ends
+STREAM_OFF = PREFIX + "stream:off"  # set (why) while the upstream is known not to stream
+HINT_SEEN = PREFIX + "hint:"  # hint:{digest}: a Varg webhook already taken (replays)
 DELIVERY_QUEUE = PREFIX + "deliveries"  # arq's queue of delivery chains
 
 # Keys of which there is one per record: the prefix, then the record's id.
@@ -83,4 +86,5 @@ def msgs(sid: str) -> str:
 # The fixed keys the scripts use by name (K.finished, K.msg_seq, ...).
 LUA_FIXED = {
     "finished": FINISHED, "active": ACTIVE, "msg_seq": MSG_SEQ, "rl_seq": RL_SEQ, "rl_cap": RL_CAP,
+    "streams": STREAMS, "stream_off": STREAM_OFF, "hint_seen": HINT_SEEN,
 }

@@ -25,6 +25,9 @@ store needs a single Redis, not a cluster):
     upstream:429s    zset   when Varg answered 429, for an hour (the dashboard's chart)
     upstream:*       what workers last found wrong with Varg, for /readyz: unauthorized (a 401),
                      unreachable (no answer, with the reason); each expires unless refreshed
+    streams          zset   jobs followed on Varg's stream, by when their stream lease ends
+    stream:off       string why stream mode is off for a while (the upstream does not stream)
+    hint:{digest}    string a Varg webhook already taken, until it is too old to replay
     durations        hash   run-time histogram per model: `model\tbucket` -> count
 """
 
@@ -57,6 +60,8 @@ from relay.store.keys import (
     RL_CAP,
     RL_PACE,
     RL_WINDOW,
+    STREAM_OFF,
+    STREAMS,
     UPSTREAM_UNAUTHORIZED,
     UPSTREAM_UNREACHABLE,
 )
@@ -173,6 +178,10 @@ class Store:
         self._delete = redis.register_script(_script("common", "delete"))
         self._resend = redis.register_script(_script("resend"))
         self._pause = redis.register_script(_script("pause"))
+        self._stream_lease = redis.register_script(_script("budget", "stream_lease"))
+        self._stream_renew = redis.register_script(_script("stream_renew"))
+        self._stream_spend = redis.register_script(_script("budget", "stream_spend"))
+        self._hint = redis.register_script(_script("hint"))
 
     # --- subscriptions -------------------------------------------------------------------
 
@@ -331,6 +340,58 @@ class Store:
         args = [token, lease_s, *budget.args(), len(WATCH_FIELDS), *WATCH_FIELDS, *job_ids]
         raw: list[str] = await self._lease(keys=keys, args=args)  # type: ignore[arg-type]
         return _rows(raw, WATCH_FIELDS)
+
+    # --- streams (relay/upstream/streams.py) ----------------------------------------------
+
+    async def stream_lease(self, job_ids: list[str], token: str, lease_s: float, budget: Budget,
+                           cap: int) -> tuple[str, list[LeasedJob]]:
+        """Lease these jobs (best first) for streaming, within the budget and the deployment's
+        cap on open streams; nothing while the upstream is known not to stream. Returns what
+        stopped it short (`ok` when nothing did: see stream_lease.lua) and the jobs leased."""
+        if not job_ids:
+            return "ok", []
+        keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
+        args = [token, lease_s, *budget.args(), cap, len(WATCH_FIELDS), *WATCH_FIELDS,
+                *job_ids]
+        raw: list[str] = await self._stream_lease(keys=keys, args=args)  # type: ignore[arg-type]
+        return raw[0], _rows(raw[1:], WATCH_FIELDS)
+
+    async def stream_renew(self, held: list[tuple[str, str]],
+                           lease_s: float) -> tuple[list[str], list[str]]:
+        """Renew the leases of (job_id, token); returns (jobs to give up, jobs with a new
+        subscription waiting for their status)."""
+        if not held:
+            return [], []
+        args: list[str | float] = [lease_s]
+        for job_id, token in held:
+            args += [job_id, token]
+        raw: list[Any] = await self._stream_renew(keys=[DUE], args=args)
+        lost = int(raw[0])
+        return [str(j) for j in raw[1 : 1 + lost]], [str(j) for j in raw[1 + lost :]]
+
+    async def stream_spend(self, budget: Budget) -> bool:
+        """Take one request of the shared budget for a reconnection, if it allows one now."""
+        keys = [RL_WINDOW, RL_PACE, PAUSE]
+        return bool(await self._stream_spend(keys=keys, args=budget.args()))
+
+    async def set_stream_off(self, reason: str, seconds: float) -> bool:
+        """Stream mode off for every worker for `seconds`; True when it was on."""
+        previous = await self.redis.set(STREAM_OFF, reason, ex=max(1, int(seconds)), get=True)
+        return previous is None
+
+    async def stream_off(self) -> str | None:
+        reason: str | None = await self.redis.get(STREAM_OFF)
+        return reason
+
+    async def streams_open(self, now: float) -> int:
+        """Streams whose lease is current, in the whole deployment."""
+        return int(await self.redis.zcount(STREAMS, now, "+inf"))
+
+    async def hint(self, job_id: str, min_interval: float, digest: str,
+                   remember_s: float) -> str:
+        """Poll this job at once (a Varg webhook said it changed); see hint.lua."""
+        args: list[str | float] = [job_id, min_interval, digest, max(1, int(remember_s))]
+        return str(await self._hint(keys=[DUE], args=args))
 
     async def durations(self) -> dict[str, str]:
         counts: dict[str, str] = await self.redis.hgetall(DURATIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -46,6 +47,7 @@ class PollResult:
     duration: float = 0.0
     rate_headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # why no answer came (Outcome.timeout): "host:port: ConnectError: ..."
+    received: dict[str, Any] | None = None  # the job as sent, when `job` is adapted from it (v2)
 
     @property
     def status(self) -> str | None:
@@ -80,13 +82,26 @@ def parse_job(content: bytes) -> dict[str, Any] | None:
     return job
 
 
+Classify = Callable[[httpx.Response, float, bytes | None], PollResult]
+
+
 class VargClient:
     def __init__(self, base_url: str, api_key: str | None, client: httpx.AsyncClient,
+                 classify_response: Classify = classify,
                  deadline: float = DEFAULT_DEADLINE) -> None:
         self._base_url = base_url.rstrip("/")
         self._headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = client
+        self._classify = classify_response  # relay/upstream/v2.py `classify_v2` for v2
         self._deadline = deadline
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(self._headers)
+
+    def stream_url(self, job_id: str) -> str:
+        """Varg's SSE stream of one job (v1 only: relay/upstream/stream.py)."""
+        return f"{self._base_url}/jobs/{job_id}/stream"
 
     async def get_job(self, job_id: str) -> PollResult:
         started = time.monotonic()
@@ -106,7 +121,7 @@ class VargClient:
         async with self._client.stream("GET", url, headers=self._headers) as response:
             # Only a 200's body is used; an error's status and headers say all that matters.
             content = await read_capped(response) if response.status_code == 200 else b""
-        return classify(response, time.time(), content)
+        return self._classify(response, time.time(), content)
 
     async def probe(self) -> str | None:
         """Does Varg answer at all? An unauthenticated GET of the base URL, so it spends none

@@ -31,6 +31,8 @@ def decide(
     base = Decision(job_id, token, observed_at=now, delay=limits.min_interval)
     if result.outcome is Outcome.ok and result.job is not None:
         decision = _observed(base, result.job, watch, now, limits, policy)
+        if result.received is not None:  # v2: announce the job as Varg sent it
+            decision = replace(decision, job=json.dumps(result.received, separators=(",", ":")))
     elif result.outcome is Outcome.not_found:
         decision = _not_found(base, watch, now, limits)
     else:

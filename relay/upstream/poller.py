@@ -15,6 +15,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from relay import metrics
 from relay.events import JobStatus
@@ -43,6 +44,13 @@ PROBE_FIRST, PROBE_MAX = 1.0, 30.0  # idle and unreachable: probe after 1 s, 2 s
 Kick = Callable[[str], Awaitable[bool]]  # start a subscription's delivery chain; was one queued
 
 
+class Streams(Protocol):
+    """Stream mode (relay/upstream/streams.py): takes the due jobs it will follow on a stream."""
+
+    async def offer(self, candidates: list[LeasedJob], now: float,
+                    policy: PollPolicy) -> set[str]: ...
+
+
 class Rechecks:
     """Subscriptions to kick once more. A kick is dropped while the subscription's chain is
     queued or running; that chain delivers the new event, unless it was just finishing (it
@@ -64,9 +72,11 @@ class Rechecks:
 
 
 class Poller:
-    def __init__(self, res: Resources, kick: Kick, recheck: float = RECHECK_SECONDS) -> None:
+    def __init__(self, res: Resources, kick: Kick, recheck: float = RECHECK_SECONDS,
+                 streams: Streams | None = None) -> None:
         self.res = res
         self.kick = kick
+        self.streams = streams
         self.policy = PollPolicy()
         s = res.settings
         self.limits = Limits(s.not_found_grace, s.poll_min_interval, s.poll_max_interval)
@@ -120,6 +130,9 @@ class Poller:
         listed = time.monotonic()
         policy = await self._policy()
         best = rank([(j.job_id, j.fields) for j in found.jobs], found.now, self.limits, policy)
+        if self.streams is not None:  # stream mode: streams take their pick first
+            streamed = await self.streams.offer(found.jobs, found.now, policy)
+            best = [job_id for job_id in best if job_id not in streamed]
         take = best[: min(found.allowance, self.res.settings.poll_batch_size)]
         jobs = await self.res.store.lease(take, self._token, self.res.settings.poll_lease,
                                           self.budget)

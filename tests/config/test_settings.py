@@ -77,6 +77,13 @@ MALFORMED = [
     ("RELAY_METRICS_PORT", "http"),
     ("RELAY_LOG_LEVEL", "loud"),
     ("RELAY_LOG_FORMAT", "xml"),
+    ("VARG_API_VERSION", "v3"),
+    ("VARG_WEBHOOK_SECRET", "short"),
+    ("VARG_WEBHOOK_SECRET", "has a space in it, sadly"),
+    ("RELAY_STREAM", "sometimes"),
+    ("RELAY_STREAMS_PER_WORKER", "0"),
+    ("RELAY_STREAMS_MAX", "many"),
+    ("RELAY_STREAM_IDLE_TIMEOUT", "0s"),
 ]
 
 
@@ -229,3 +236,18 @@ def test_the_wrong_separator_is_named(env: str, value: str, says: str) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings({env: value})
     assert str(raised.value) == f"{env} is invalid: {says}"
+
+
+def test_varg_webhook_secret_is_a_secret() -> None:
+    settings = load_settings({"VARG_WEBHOOK_SECRET": "vhook_0123456789abcdef"})
+    assert settings.varg_webhook_secret == "vhook_0123456789abcdef"
+    assert "vhook_0123456789abcdef" in secrets_of(settings)
+    assert "vhook_0123456789abcdef" not in repr(settings)
+
+
+def test_stream_settings_defaults() -> None:
+    settings = load_settings({})
+    assert (settings.stream, settings.varg_api_version) == ("auto", "v1")
+    assert (settings.streams_per_worker, settings.streams_max) == (1000, 5000)
+    assert settings.stream_idle_timeout == 45.0
+    assert load_settings({"RELAY_STREAM": "OFF", "VARG_API_VERSION": "v2"}).stream == "off"

@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError
 
 from relay.devtools.redis_server import answers, free_port
 from relay.store import keys
+from relay.upstream.streams import STREAM_LEASE
 from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, sim_job
 from tests.e2e.processes import Process, accepted_connections, start_api, start_worker
 from tests.support import eventually_sync
@@ -111,7 +112,8 @@ def test_worker_killed_mid_poll_batch_loses_no_event(
     no watch: its leases expire after RELAY_POLL_LEASE (5 s here), another worker polls the
     jobs and every subscription gets its terminal event, in order after the events it already
     had. Bound: every event within RELAY_POLL_LEASE + 15 s of the kill."""
-    relay = new_relay(relays, simulator, RELAY_POLL_LEASE=f"{LEASE}s")
+    relay = new_relay(relays, simulator, RELAY_POLL_LEASE=f"{LEASE}s",
+                      RELAY_STREAM="off")  # streams: the test below
     relay.start_api()
     victim = relay.add_worker("victim")
     jobs = [f"job_kill_{i}" for i in range(KILL_JOBS)]
@@ -144,6 +146,58 @@ def test_worker_killed_mid_poll_batch_loses_no_event(
         first, last = receiver.events("/" + job)
         assert last["data"]["previous_status"] == "queued"
         assert first["data"]["previous_status"] is None
+    assert receiver.rejected == []
+
+
+# ---------------------------------------------------------------- 1b. SIGKILL holding streams
+
+STREAM_JOBS = 4
+STREAM_KILL_BOUND = STREAM_LEASE + 15  # the dead worker's stream leases run out; one request
+
+
+def sim_stats(simulator: str) -> dict[str, Any]:
+    found: dict[str, Any] = httpx.get(simulator + "/_sim/stats").json()
+    return found
+
+
+def test_worker_killed_while_holding_streams_loses_no_event(
+    relays: list[Relay], clean_redis: str, simulator: str, receiver: Receiver
+) -> None:
+    """A worker SIGKILLed while it holds the stream of every job stops renewing their stream
+    leases; within one lease (STREAM_LEASE, 10 s) another worker takes each job and every
+    subscription gets its terminal event once, after the events it already had.
+    Bound: every event within STREAM_LEASE + 15 s of the kill."""
+    relay = new_relay(relays, simulator)
+    relay.start_api()
+    victim = relay.add_worker("victim")
+    jobs = [f"job_streamkill_{i}" for i in range(STREAM_JOBS)]
+    for job in jobs:
+        sim_job(simulator, job, [("queued", 0), ("processing", 0.5), ("completed", 12)])
+        relay.subscribe(job, receiver.url("/" + job))
+    before = ["job.queued", "job.processing"]
+    eventually_sync(lambda: all(receiver.types("/" + j) == before for j in jobs), 20,
+                    what="job.processing for every job")
+    eventually_sync(lambda: sim_stats(simulator)["streams_open"] == STREAM_JOBS, 10,
+                    what="every stream")
+    with Redis.from_url(clean_redis, decode_responses=True) as r:
+        assert all(r.hget(keys.watch(j), "stream") == "1" for j in jobs)
+    relay.add_worker("survivor")
+    victim.kill()
+    killed_at = time.monotonic()
+
+    expected = [*before, "job.completed"]
+    try:
+        eventually_sync(lambda: all(receiver.types("/" + j) == expected for j in jobs),
+                        STREAM_KILL_BOUND - (time.monotonic() - killed_at),
+                        what="every job.completed")
+    except AssertionError:
+        got = {j: receiver.types("/" + j) for j in jobs}
+        raise AssertionError(f"expected {expected} for each, got {got}") from None
+    for job in jobs:
+        assert receiver.events("/" + job)[-1]["data"]["previous_status"] == "processing"
+        ids = [wid for path, wid in receiver.attempts if path == "/" + job]
+        assert len(ids) == len(set(ids)) == 3
+    assert sim_stats(simulator)["streams_opened"] >= STREAM_JOBS + 1  # the survivor streamed
     assert receiver.rejected == []
 
 

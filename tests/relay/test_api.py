@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from config import Settings
 from relay.app import create_app
+from relay.store import keys
 from relay.store.store import Store
 from tests.conftest import (
     OTHER_TOKEN,
@@ -896,7 +897,7 @@ async def test_readyz_names_an_unreachable_upstream_and_why(
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable",
                                "reason": f"upstream: unreachable ({reason})"}
-    assert 0 < await redis.ttl("vr:upstream:unreachable") <= 90  # a dead worker's word expires
+    assert 0 < await redis.ttl(keys.UPSTREAM_UNREACHABLE) <= 90  # a dead worker's word expires
     await Store(redis).clear_upstream_unreachable()
     assert (await api.get("/readyz")).status_code == 200
 

@@ -66,6 +66,7 @@ OPERATIONS = [
     ("POST", "/v1/subscriptions/{sid}/deliveries/{mid}/retry"),
     ("GET", "/v1/jobs/{job_id}"), ("GET", "/v1/jobs"), ("GET", "/v1/jobs/{job_id}/events"),
     ("GET", "/v1/deliveries"), ("POST", "/v1/deliveries/retry"), ("GET", "/v1/upstream"),
+    ("POST", "/v1/ingest/varg"),
     ("GET", "/healthz"), ("GET", "/readyz"),
     ("GET", "/metrics"), ("GET", "/openapi.json"),
 ]
@@ -179,5 +180,17 @@ def test_success_answers_conform_with_real_ids(
         )
         response = probe.call_and_validate(headers=AUTH, checks=CHECKS)
         assert response.status_code in (200, 202, 204)
+    finally:
+        st_asgi.shutdown_lifespans()
+
+
+def test_ingest_with_a_secret_conforms_and_never_5xx(make_settings: Any) -> None:
+    """With VARG_WEBHOOK_SECRET set, generated webhooks (all unsigned or forged) get 400/401,
+    never a 5xx or an undocumented answer."""
+    flush_redis()
+    settings = make_settings(VARG_WEBHOOK_SECRET="vhook_fuzz_secret_0123456789")
+    api = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings))
+    try:
+        fuzz(api["/v1/ingest/varg"]["POST"])
     finally:
         st_asgi.shutdown_lifespans()

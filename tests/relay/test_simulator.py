@@ -468,6 +468,8 @@ async def test_stats_count_requests(client: httpx.AsyncClient) -> None:
         "requests": 4,
         "by_code": {"200": 2, "404": 1, "401": 1},
         "by_job": {"job_a": 3, "job_b": 1},
+        "streams_opened": 0,
+        "streams_open": 0,
     }
 
 
@@ -478,7 +480,8 @@ async def test_reset_clears_everything(limited: httpx.AsyncClient) -> None:
     await add_fault(limited, mode="500", count=5)
     response = await limited.post("/_sim/reset")
     assert response.status_code == 200
-    assert (await limited.get("/_sim/stats")).json() == {"requests": 0, "by_code": {}, "by_job": {}}
+    assert (await limited.get("/_sim/stats")).json() == {
+        "requests": 0, "by_code": {}, "by_job": {}, "streams_opened": 0, "streams_open": 0}
     assert (await limited.get("/_sim/faults")).json() == {"data": []}
     response = await get_job(limited, "job_a")
     assert response.status_code == 404

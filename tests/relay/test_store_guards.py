@@ -24,7 +24,7 @@ def store(redis: Redis) -> Store:
 
 
 async def all_keys(redis: Redis) -> set[str]:
-    return {key async for key in redis.scan_iter(match="vr:*")}
+    return {key async for key in redis.scan_iter(match=keys.PREFIX + "*")}
 
 
 async def purged_with_a_pending_delivery(store: Store, job_id: str) -> tuple[str, dict[str, str]]:

@@ -81,10 +81,12 @@ def limited_sim() -> Iterator[Sim]:
         yield own
 
 
-def relay_settings(sim: Sim, limit: int, max_interval: str = "500ms") -> Settings:
+def relay_settings(sim: Sim, limit: int, max_interval: str = "500ms",
+                   stream: str = "off") -> Settings:
+    """Polling only unless asked: these tests are about who is polled when."""
     return load_settings(env_for(
         sim.url, RELAY_UPSTREAM_RATE_LIMIT=str(limit), RELAY_POLL_MIN_INTERVAL="100ms",
-        RELAY_POLL_MAX_INTERVAL=max_interval, RELAY_LOG_LEVEL="WARNING",
+        RELAY_POLL_MAX_INTERVAL=max_interval, RELAY_LOG_LEVEL="WARNING", RELAY_STREAM=stream,
     ))
 
 
@@ -128,6 +130,32 @@ async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     assert stats["by_code"].get("429", 0) == 0, stats
     assert set(stats["by_code"]) == {"200"}, stats
     assert max(stats["by_job"].values()) == 1, stats["by_job"]
+
+
+@pytest.mark.slow
+async def test_stream_connections_share_the_one_budget(limited_sim: Sim, redis: Redis) -> None:
+    """Stream mode on, the same four workers and 30 jobs, 60/min on both sides, for 7 s: each
+    stream connection is one request of the shared budget, so all workers together still
+    send at most burst + elapsed/pace + 1 requests and get no 429; the streams opened are
+    part of them. Bound: ~12 s."""
+    limit, workers, run_for = 60, 4, 7.0
+    pace, burst = 60.0 / limit, max(1, int(limit * BURST_SECONDS / 60))
+    settings = relay_settings(limited_sim, limit, stream="auto")
+    store = Store(redis)
+    for i in range(30):
+        sim_job(limited_sim.url, f"job_{i:02d}", RUNNING)
+        await watch(store, f"job_{i:02d}")
+
+    started = time.monotonic()
+    async with AsyncExitStack() as stack:
+        for _ in range(workers):
+            await stack.enter_async_context(running_worker(settings))
+        await asyncio.sleep(run_for)
+    elapsed = time.monotonic() - started
+
+    stats = await limited_sim.stats()
+    assert 3 <= stats["streams_opened"] <= stats["requests"] <= burst + elapsed / pace + 1
+    assert stats["by_code"].get("429", 0) == 0, stats
 
 
 @pytest.mark.slow

@@ -180,7 +180,7 @@ async def test_upstream_storm_loses_no_watch(
     caplog.set_level(logging.INFO, logger="relay")
     options, outcome = STORMS[mode]
     before, paused = polls(outcome), waits("pause")
-    settings = make_settings()
+    settings = make_settings(RELAY_STREAM="off")  # the polls meet the storm (streams: below)
     fault(simulator, mode, STORM_SIZE, **options)
     sim_job(simulator, f"job_storm_{mode}", [("queued", 0), ("processing", 1), ("completed", 3)])
     async with api_client(settings) as api, running_worker(settings) as worker:
@@ -254,7 +254,7 @@ async def test_redis_error_at_poll_write_back_loses_no_status(
         return await real(self, decisions, *args)
 
     monkeypatch.setattr(Store, "poll_cycle", flaky)
-    settings = make_settings()
+    settings = make_settings(RELAY_STREAM="off")  # a poll batch's write-back (streams: below)
     sim_job(simulator, "job_blip", [("queued", 0), ("processing", 1), ("completed", 5)])
     async with api_client(settings) as api, running_worker(settings):
         await subscribe(api, "job_blip", receiver.url("/blip"))

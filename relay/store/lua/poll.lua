@@ -13,7 +13,10 @@
 -- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst, field...
 --       (the watch fields each candidate comes with: relay/store/store.py CANDIDATE_FIELDS)
 -- decision: relay/store/decision.py `Decision.lua()` (a status with a null job is announced
---           with the job as last seen)
+--           with the job as last seen). A decision from a stream (relay/upstream/streams.py)
+--           with `hold` keeps its lease for that long: the job stays out of the poll schedule
+--           while its stream lives. Either way the same lease token must match, so a stream
+--           and a poll never both write one change.
 -- Returns: {now, wait, allowance, kicked_json, reason, job_id, fields..., job_id, fields...}
 -- reason: 'due' (candidates follow), 'idle' (nothing due), 'budget' (due jobs wait), 'pause'
 local t = redis.call('TIME')
@@ -86,6 +89,8 @@ end
 
 local function end_watch(wkey, job_id)
   redis.call('ZREM', KEYS_DUE, job_id)
+  redis.call('ZREM', K.streams, job_id)
+  redis.call('HDEL', wkey, 'lease', 'stream')
   redis.call('HSET', wkey, 'active', '0', 'ended_at', ms(now), 'next_poll_at', '')
   redis.call('EXPIRE', wkey, retention)
   redis.call('EXPIRE', K.job .. job_id, retention)
@@ -108,10 +113,16 @@ end
 for _, d in ipairs(cjson.decode(ARGV[1])) do
   local wkey = K.watch .. d.job_id
   if redis.call('HGET', wkey, 'lease') == d.token then
-    redis.call('HDEL', wkey, 'lease', 'urgent')
+    local held = d.hold > 0
+    if held then
+      redis.call('HDEL', wkey, 'urgent')
+    else
+      redis.call('HDEL', wkey, 'lease', 'urgent', 'stream')
+      redis.call('ZREM', K.streams, d.job_id)
+    end
     redis.call('HSET', wkey, 'last_polled_at', ms(d.last_polled_at), 'first_404', d.first_404,
       'failures', d.failures)
-    redis.call('HINCRBY', wkey, 'polls', 1)
+    if not d.stream then redis.call('HINCRBY', wkey, 'polls', 1) end
     if type(d.learn) == 'string' then redis.call('HINCRBY', KEYS[6], d.learn, 1) end
     if type(d.status) == 'string' then
       redis.call('HSET', wkey, 'status', d.status)
@@ -120,6 +131,10 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
     end
     if d.end_watch or #listening(K.jobsubs .. d.job_id) == 0 then
       end_watch(wkey, d.job_id)
+    elseif held then
+      redis.call('ZADD', KEYS_DUE, now + d.hold, d.job_id)
+      redis.call('ZADD', K.streams, now + d.hold, d.job_id)
+      redis.call('HSET', wkey, 'next_poll_at', '')
     else
       redis.call('ZADD', KEYS_DUE, now + d.delay, d.job_id)
       redis.call('HSET', wkey, 'next_poll_at', ms(now + d.delay))
