@@ -611,6 +611,8 @@ class Simulator:
         self.webhook_secret = webhook_secret
         self.open_streams = 0  # live connections: not forgotten by a reset
         self.tasks: set[asyncio.Task[None]] = set()
+        # A job posted again (a new timeline) wakes the streams that follow its old one.
+        self.replaced: dict[str, asyncio.Event] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -625,6 +627,17 @@ class Simulator:
 
     def add_job(self, job: SimJob) -> None:
         self.jobs[job.job_id] = job
+        waiting = self.replaced.pop(job.job_id, None)
+        if waiting is not None:
+            waiting.set()
+
+    async def until_replaced(self, job_id: str, seconds: float) -> None:
+        """Sleep `seconds`, or less if the job is posted again meanwhile."""
+        replaced = self.replaced.setdefault(job_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(replaced.wait(), seconds)
+        except TimeoutError:
+            pass
 
     def add_fault(self, fault: Fault) -> None:
         self.faults.append(fault)
@@ -738,6 +751,7 @@ class Simulator:
             sent: str | None = None
             while True:
                 now = self.clock()
+                job = self.jobs.get(job.job_id, job)  # the latest timeline posted for it
                 body = job.response(now)
                 if body is not None and body["status"] != sent:
                     sent, written = body["status"], now
@@ -753,7 +767,7 @@ class Simulator:
                     yield b": keepalive\n\n"
                 wake = min(t for t in (job.next_change(now), written + self.stream.keepalive,
                                        started + limit) if t is not None)
-                await asyncio.sleep(max(0.0, wake - self.clock()) + 0.0005)
+                await self.until_replaced(job.job_id, max(0.0, wake - self.clock()) + 0.0005)
         finally:
             self.open_streams -= 1
 
