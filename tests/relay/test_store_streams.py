@@ -193,8 +193,21 @@ async def test_a_hint_makes_a_watched_job_due_once(store: Store) -> None:
     assert await store.redis.hget(keys.watch("job_h"), "urgent") == "1"
     assert await store.hint("job_h", 0.0, "sig-1", 300) == "replay"
     assert await store.hint("job_nobody", 0.0, "sig-2", 300) == "unwatched"
-    await store.lease(["job_h"], "poll", LEASE, ROOMY)
+    [polled] = await store.lease(["job_h"], "poll", LEASE, ROOMY)
     assert await store.hint("job_h", 0.0, "sig-3", 300) == "leased"
+    # The poll in flight may predate the change: after its write-back the job is due at once.
+    now = (await cycle(store, max_candidates=0)).now
+    answered = decide("job_h", "poll", polled.fields, seen("job_h"), now, FIXED, PollPolicy())
+    await cycle(store, decisions=[answered], max_candidates=0)
+    assert await due_at(store, "job_h") == pytest.approx(now, abs=1)
+    assert await store.redis.hget("vr:watch:job_h", "hinted") is None
+
+
+async def test_a_hint_while_streamed_needs_nothing(store: Store) -> None:
+    await watch(store, "job_hs")
+    await lease(store, ["job_hs"])
+    assert await store.hint("job_hs", 0.0, "sig-s", 300) == "leased"
+    assert await store.redis.hget("vr:watch:job_hs", "hinted") is None
 
 
 async def test_a_hint_waits_for_the_min_interval_after_the_last_poll(store: Store) -> None:

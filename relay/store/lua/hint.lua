@@ -1,8 +1,10 @@
 -- A hint (Varg's own webhook, relay/api/ingest.py): poll this job at once. Nothing else: the
 -- poll is the source of truth, so a forged or replayed hint can change no status by itself.
--- A hint already taken (the same signature) is ignored; a watch not active, or leased (a
--- poll in flight, or a stream that sees the change itself), needs nothing. The job is polled
--- no sooner than RELAY_POLL_MIN_INTERVAL after its last poll, and first in line (`urgent`).
+-- A hint already taken (the same signature) is ignored; a watch not active, or on a stream
+-- (which sees the change itself), needs nothing. A poll in flight may have been sent before
+-- the change: the job is marked `hinted`, and poll.lua makes it due again at once after that
+-- poll's write-back. Otherwise the job is polled no sooner than RELAY_POLL_MIN_INTERVAL after
+-- its last poll, and first in line (`urgent`).
 --
 -- KEYS: due
 -- ARGV: job_id, min_interval, digest of the webhook's signature, seconds to remember it
@@ -14,9 +16,12 @@ if not redis.call('SET', K.hint_seen .. ARGV[3], '1', 'NX', 'EX', ARGV[4]) then
   return 'replay'
 end
 local wkey = K.watch .. job_id
-local w = redis.call('HMGET', wkey, 'active', 'lease', 'last_polled_at')
+local w = redis.call('HMGET', wkey, 'active', 'lease', 'last_polled_at', 'stream')
 if w[1] ~= '1' then return 'unwatched' end
-if w[2] then return 'leased' end
+if w[2] then
+  if not w[4] then redis.call('HSET', wkey, 'hinted', '1') end
+  return 'leased'
+end
 local at = math.max(now, (tonumber(w[3]) or 0) + tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[1], 'LT', at, job_id)
 redis.call('HSET', wkey, 'urgent', '1')

@@ -90,7 +90,7 @@ end
 local function end_watch(wkey, job_id)
   redis.call('ZREM', KEYS_DUE, job_id)
   redis.call('ZREM', K.streams, job_id)
-  redis.call('HDEL', wkey, 'lease', 'stream')
+  redis.call('HDEL', wkey, 'lease', 'stream', 'hinted')
   redis.call('HSET', wkey, 'active', '0', 'ended_at', ms(now), 'next_poll_at', '')
   redis.call('EXPIRE', wkey, retention)
   redis.call('EXPIRE', K.job .. job_id, retention)
@@ -136,8 +136,11 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
       redis.call('ZADD', K.streams, now + d.hold, d.job_id)
       redis.call('HSET', wkey, 'next_poll_at', '')
     else
-      redis.call('ZADD', KEYS_DUE, now + d.delay, d.job_id)
-      redis.call('HSET', wkey, 'next_poll_at', ms(now + d.delay))
+      -- A Varg webhook arrived while this poll was in flight (hint.lua): look again at once.
+      local delay = d.delay
+      if redis.call('HDEL', wkey, 'hinted') == 1 then delay = 0 end
+      redis.call('ZADD', KEYS_DUE, now + delay, d.job_id)
+      redis.call('HSET', wkey, 'next_poll_at', ms(now + delay))
     end
   end
 end
