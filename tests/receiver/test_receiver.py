@@ -1,4 +1,4 @@
-"""relay.receiver: the helper integrators use to verify, parse and dedupe varg-relay webhooks,
+"""varg_relay_receiver: the helper integrators use to verify, parse and dedupe varg-relay webhooks,
 fed with headers built by the relay's own delivery code and used from real framework requests."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from relay.delivery.send import webhook_headers
 from relay.delivery.signing import new_secret, signature_header
-from relay.receiver import (
+from varg_relay_receiver import (
     Event,
     InvalidWebhook,
     MemorySeen,
