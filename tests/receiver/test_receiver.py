@@ -17,9 +17,6 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from relay.delivery.send import webhook_headers
-from relay.delivery.signing import new_secret, signature_header
 from varg_relay_receiver import (
     Event,
     InvalidWebhook,
@@ -27,6 +24,9 @@ from varg_relay_receiver import (
     RedisSeen,
     WebhookReceiver,
 )
+
+from relay.delivery.send import webhook_headers
+from relay.delivery.signing import new_secret, signature_header
 from tests.conftest import REDIS_URL
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
