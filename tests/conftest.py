@@ -217,6 +217,28 @@ async def api_client(
             yield client
 
 
+async def subscribe(
+    client: httpx.AsyncClient, job_id: str = "job_1", url: str = "http://127.0.0.1:9/varg",
+    **extra: Any,
+) -> dict[str, Any]:
+    """POST /v1/subscriptions, which must create it (201); the subscription."""
+    response = await client.post("/v1/subscriptions", json={"job_id": job_id, "url": url,
+                                                            **extra})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def deliveries(client: httpx.AsyncClient, sid: str) -> list[dict[str, Any]]:
+    """GET /v1/subscriptions/{sid}/deliveries, which must answer 200 `{"data": [...]}`."""
+    response = await client.get(f"/v1/subscriptions/{sid}/deliveries")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"data"}
+    data: list[dict[str, Any]] = body["data"]
+    return data
+
+
 @pytest.fixture
 async def api(settings: Settings, redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
     """The relay API through ASGITransport, authenticated as TOKEN, over a clean Redis."""
