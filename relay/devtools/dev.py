@@ -24,6 +24,7 @@ from relay.devtools.servers import QuietServer, http_server, stop_event
 from relay.devtools.simulator import create_simulator
 from relay.logs import configure_logging
 from relay.preflight import check_redis
+from relay.store import keys
 from relay.worker import ResilientWorker, worker_options
 
 log = logging.getLogger("relay.dev")
@@ -61,7 +62,7 @@ async def run_dev(
     redis = None
     if env.get("REDIS_URL"):
         check_redis(env["REDIS_URL"])
-        redis_note = "from REDIS_URL; keys under vr: and arq:"
+        redis_note = f"from REDIS_URL; keys under {keys.PREFIX} and arq:"
     else:
         # Never the Redis a laptop already runs (db 0 of localhost): a server of its own.
         redis = ThrowawayRedis()
