@@ -137,9 +137,22 @@ async def running_worker(
     try:
         yield worker
     finally:
-        worker.allow_pick_jobs = False
-        await asyncio.wait_for(asyncio.gather(*worker.tasks.values(), return_exceptions=True),
-                               timeout=10)
-        await worker.close()
+        await stop_gracefully(worker, 10)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def stop_gracefully(worker: Worker, timeout: float) -> None:
+    """What SIGTERM does to a worker that handles its own signals: take no new job, let the
+    running ones finish (up to `timeout`), then close. (arq's close() alone cancels them, and
+    its gather then raises their CancelledError.)"""
+    worker.allow_pick_jobs = False
+    running = asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    try:
+        await asyncio.wait_for(running, timeout)
+    except TimeoutError:
+        pass  # wait_for cancelled them
+    for job_id, task in list(worker.tasks.items()):
+        if task.done():  # close() gathers what is left, and a cancelled one would raise
+            del worker.tasks[job_id]
+    await worker.close()

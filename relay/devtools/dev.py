@@ -25,7 +25,7 @@ from relay.devtools.simulator import create_simulator
 from relay.logs import configure_logging
 from relay.preflight import check_redis
 from relay.store import keys
-from relay.worker import ResilientWorker, worker_options
+from relay.worker import ResilientWorker, stop_gracefully, worker_options
 
 log = logging.getLogger("relay.dev")
 SIM_KEY = "varg_sim_dev"
@@ -92,7 +92,7 @@ async def run_dev(
     log.info("stopping")
     for server in servers:
         server.should_exit = True
-    await worker.close()
+    await stop_gracefully(worker, settings.delivery_timeout + 5)
     await asyncio.gather(*tasks, return_exceptions=True)
     if redis is not None:
         redis.stop()
