@@ -4,6 +4,7 @@ simulator and for a receiver that verifies every webhook with `standardwebhooks`
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,9 +28,10 @@ from relay.app import create_app
 from relay.devtools.redis_server import free_port
 from relay.devtools.simulator import create_simulator
 from relay.worker import running_worker
-from tests.support import eventually, eventually_sync, redis_url_for_tests
+from tests.support import eventually, eventually_sync, own_redis_server, redis_url_for_tests
 
-REDIS_URL = redis_url_for_tests()
+REDIS_URL = redis_url_for_tests(
+    own_server=own_redis_server if shutil.which("redis-server") else None)
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIM_KEY = "varg_test_key"
 TOKEN = "tok_alice"
