@@ -147,16 +147,22 @@ async def running_worker(
     try:
         yield worker
     finally:
-        worker.allow_pick_jobs = False
-        task.cancel()  # arq's loop: no job starts after this (one starting now still may)
-        await asyncio.gather(task, return_exceptions=True)
-        running = [t for t in worker.tasks.values() if not t.done()]
-        if running:
-            _, late = await asyncio.wait(running, timeout=10)
-            for job in late:  # arq runs them again from Redis: nothing is lost
-                job.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
-            if late:
-                log.warning("%d jobs still running after 10 s were cancelled", len(late))
-        worker.tasks.clear()  # all done: arq's close has nothing left to gather
-        await worker.close()
+        task.cancel()  # arq's loop first: it may be starting jobs it picked before the flag
+        await asyncio.gather(task, return_exceptions=True)  # changed, which close() would cut
+        await stop_gracefully(worker, 10)
+
+
+async def stop_gracefully(worker: Worker, timeout: float) -> None:
+    """What SIGTERM does to a worker that handles its own signals: take no new job, let the
+    running ones finish (up to `timeout`), then close. (arq's close() alone cancels them, and
+    its gather then raises their CancelledError.)"""
+    worker.allow_pick_jobs = False
+    running = asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+    try:
+        await asyncio.wait_for(running, timeout)
+    except TimeoutError:
+        pass  # wait_for cancelled them
+    for job_id, task in list(worker.tasks.items()):
+        if task.done():  # close() gathers what is left, and a cancelled one would raise
+            del worker.tasks[job_id]
+    await worker.close()

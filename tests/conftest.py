@@ -4,6 +4,7 @@ simulator and for a receiver that verifies every webhook with `standardwebhooks`
 from __future__ import annotations
 
 import asyncio
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,9 +28,10 @@ from relay.app import create_app
 from relay.devtools.redis_server import free_port
 from relay.devtools.simulator import create_simulator
 from relay.worker import running_worker
-from tests.support import eventually, eventually_sync, redis_url_for_tests
+from tests.support import eventually, eventually_sync, own_redis_server, redis_url_for_tests
 
-REDIS_URL = redis_url_for_tests()
+REDIS_URL = redis_url_for_tests(
+    own_server=own_redis_server if shutil.which("redis-server") else None)
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 SIM_KEY = "varg_test_key"
 TOKEN = "tok_alice"
@@ -215,6 +217,28 @@ async def api_client(
         async with httpx.AsyncClient(transport=transport, base_url="http://relay",
                                      headers=headers) as client:
             yield client
+
+
+async def subscribe(
+    client: httpx.AsyncClient, job_id: str = "job_1", url: str = "http://127.0.0.1:9/varg",
+    **extra: Any,
+) -> dict[str, Any]:
+    """POST /v1/subscriptions, which must create it (201); the subscription."""
+    response = await client.post("/v1/subscriptions", json={"job_id": job_id, "url": url,
+                                                            **extra})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def deliveries(client: httpx.AsyncClient, sid: str) -> list[dict[str, Any]]:
+    """GET /v1/subscriptions/{sid}/deliveries, which must answer 200 `{"data": [...]}`."""
+    response = await client.get(f"/v1/subscriptions/{sid}/deliveries")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert set(body) == {"data"}
+    data: list[dict[str, Any]] = body["data"]
+    return data
 
 
 @pytest.fixture

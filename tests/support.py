@@ -12,6 +12,7 @@ something does not happen at all, never because it was slow.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import inspect
 import os
 import time
@@ -86,18 +87,34 @@ def _unwrap(value: Any) -> Any:
     return value
 
 
-def redis_url_for_tests(environ: Mapping[str, str] = os.environ) -> str:
-    """The Redis database this test process may flush: TEST_REDIS_URL's, or under pytest-xdist
-    one per worker, so that workers never flush each other's data: worker gwN uses database
-    base + N, or base - N when that would pass the last database (15 by default: 15, 14, ...)."""
+def redis_url_for_tests(
+    environ: Mapping[str, str] = os.environ, own_server: Callable[[], str] | None = None
+) -> str:
+    """The Redis database this test process may flush, so that pytest-xdist workers never flush
+    each other's data: TEST_REDIS_URL's for the first worker (gw0, or no xdist); for the others
+    a throwaway redis-server of their own (`own_server`) where one can be started, else
+    database base + N for worker gwN (base - N when that would pass the last database).
+    Several checkouts testing at once on one Redis each give one database only, then."""
     url = environ.get("TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
     worker = environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker.removeprefix("gw") or 0)
     if index == 0:
         return url
+    if own_server is not None:
+        return own_server()
     parts = urlsplit(url)
     base = int(parts.path.strip("/") or 0)
     db = base + index if base + index < REDIS_DATABASES else base - index
     if db < 0:
         raise RuntimeError(f"too many pytest-xdist workers for the databases of {url}")
     return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def own_redis_server() -> str:
+    """A throwaway redis-server for this test process, stopped when it exits."""
+    from relay.devtools.redis_server import ThrowawayRedis
+
+    server = ThrowawayRedis()
+    url = server.start()
+    atexit.register(server.stop)
+    return url

@@ -26,6 +26,15 @@ def test_without_test_redis_url_the_default_database_is_15() -> None:
     assert redis_url_for_tests({}) == "redis://127.0.0.1:6379/15"
 
 
+def test_other_xdist_workers_prefer_a_redis_server_of_their_own() -> None:
+    def own() -> str:
+        return "redis://127.0.0.1:7777/0"
+
+    first = {"TEST_REDIS_URL": "redis://127.0.0.1:6379/6", "PYTEST_XDIST_WORKER": "gw0"}
+    assert redis_url_for_tests(first, own) == "redis://127.0.0.1:6379/6"
+    assert redis_url_for_tests(first | {"PYTEST_XDIST_WORKER": "gw1"}, own) == own()
+
+
 def test_a_wait_returns_the_first_accepted_value() -> None:
     values = iter([0, 1, 2, 3])
     assert eventually_sync(lambda: next(values), 5, until=lambda v: v >= 2, every=0) == 2

@@ -25,7 +25,8 @@ from relay.devtools.servers import QuietServer, http_server, stop_event
 from relay.devtools.simulator import create_simulator
 from relay.logs import configure_logging
 from relay.preflight import check_redis
-from relay.worker import ResilientWorker, worker_options
+from relay.store import keys
+from relay.worker import ResilientWorker, stop_gracefully, worker_options
 
 log = logging.getLogger("relay.dev")
 SIM_KEY = "varg_sim_dev"
@@ -67,7 +68,7 @@ async def run_dev(
     redis = None
     if env.get("REDIS_URL"):
         check_redis(env["REDIS_URL"])
-        redis_note = "from REDIS_URL; keys under vr: and arq:"
+        redis_note = f"from REDIS_URL; keys under {keys.PREFIX} and arq:"
     else:
         # Never the Redis a laptop already runs (db 0 of localhost): a server of its own.
         redis = ThrowawayRedis()
@@ -100,7 +101,7 @@ async def run_dev(
     log.info("stopping")
     for server in servers:
         server.should_exit = True
-    await worker.close()
+    await stop_gracefully(worker, settings.delivery_timeout + 5)
     await asyncio.gather(*tasks, return_exceptions=True)
     if redis is not None:
         redis.stop()

@@ -9,9 +9,12 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from relay.devtools.redis_server import free_port
+from tests.conftest import REDIS_URL, TOKEN, env_for
 from tests.support import eventually_sync
 
 BIN = [sys.executable, "-m", "relay.cli"]
@@ -80,6 +83,55 @@ def start_worker(env: dict[str, str], name: str = "worker") -> Process:
     worker = Process(name, ["worker"], env)
     worker.wait_for_log("worker started")
     return worker
+
+
+class Relay:
+    """API and worker processes over one Redis, and an authenticated client for the API."""
+
+    def __init__(self, simulator: str, redis_url: str = REDIS_URL, **env: str) -> None:
+        self.env = env_for(simulator, REDIS_URL=redis_url, RELAY_LOG_FORMAT="json", **env)
+        self.redis_url = redis_url
+        self.port = free_port()
+        self.api: Process | None = None
+        self.workers: list[Process] = []
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}",
+                                   headers={"authorization": f"Bearer {TOKEN}"}, timeout=10)
+
+    def start_api(self) -> Process:
+        self.api = start_api(self.env, self.port)
+        return self.api
+
+    def add_worker(self, name: str) -> Process:
+        worker = start_worker(self.env, name)
+        self.workers.append(worker)
+        return worker
+
+    def subscribe(self, job_id: str, url: str, **extra: Any) -> dict[str, Any]:
+        response = self.client.post("/v1/subscriptions", json={"job_id": job_id, "url": url,
+                                                                **extra})
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def get(self, path: str) -> dict[str, Any]:
+        response = self.client.get(path)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def subscription(self, sid: str) -> dict[str, Any]:
+        return self.get(f"/v1/subscriptions/{sid}")
+
+    def stop(self) -> dict[str, int]:
+        """SIGTERM to every process still running; their exit codes, by name."""
+        codes = {}
+        for process in [*self.workers, *([self.api] if self.api else [])]:
+            if process.proc.poll() is None:
+                codes[process.name] = process.terminate()
+            elif not process._out.closed:
+                process._out.close()
+        self.client.close()
+        return codes
 
 
 def accepted_connections(pid: int, port: int) -> int:

@@ -23,53 +23,11 @@ from redis.exceptions import ConnectionError
 from relay.devtools.redis_server import answers, free_port
 from relay.store import keys
 from relay.upstream.streams import STREAM_LEASE
-from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, sim_job
-from tests.e2e.processes import Process, accepted_connections, start_api, start_worker
+from tests.conftest import REDIS_URL, TOKEN, Receiver, sim_job
+from tests.e2e.processes import Relay, accepted_connections
 from tests.support import eventually_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
-
-
-class Relay:
-    """API and worker processes over one Redis, and an authenticated client for the API."""
-
-    def __init__(self, simulator: str, redis_url: str = REDIS_URL, **env: str) -> None:
-        self.env = env_for(simulator, REDIS_URL=redis_url, RELAY_LOG_FORMAT="json", **env)
-        self.redis_url = redis_url
-        self.port = free_port()
-        self.api: Process | None = None
-        self.workers: list[Process] = []
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}",
-                                   headers={"authorization": f"Bearer {TOKEN}"}, timeout=10)
-
-    def start_api(self) -> Process:
-        self.api = start_api(self.env, self.port)
-        return self.api
-
-    def add_worker(self, name: str) -> Process:
-        worker = start_worker(self.env, name)
-        self.workers.append(worker)
-        return worker
-
-    def subscribe(self, job_id: str, url: str) -> dict[str, Any]:
-        response = self.client.post("/v1/subscriptions", json={"job_id": job_id, "url": url})
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def get(self, path: str) -> dict[str, Any]:
-        response = self.client.get(path)
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def stop(self) -> None:
-        for process in [*self.workers, *([self.api] if self.api else [])]:
-            if process.proc.poll() is None:
-                process.terminate()
-            elif not process._out.closed:
-                process._out.close()
-        self.client.close()
 
 
 @pytest.fixture

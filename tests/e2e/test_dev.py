@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from relay.devtools.redis_server import answers, free_port
+from relay.store import keys
 from tests.conftest import REDIS_URL
 from tests.e2e.processes import Process
 from tests.support import eventually_sync
@@ -75,7 +76,7 @@ def test_dev_uses_redis_url_when_set_and_says_so() -> None:
     dev = Dev(REDIS_URL)
     try:
         dev.try_it()
-        assert f"  Redis          {REDIS_URL}   (from REDIS_URL; keys under vr: and arq:)" \
-            in dev.text()
+        assert f"  Redis          {REDIS_URL}   (from REDIS_URL; keys under {keys.PREFIX} and " \
+            "arq:)" in dev.text()
     finally:
         assert dev.terminate(timeout=30) == 0, dev.text()[-3000:]

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from redis import Redis
 
-from tests.conftest import REDIS_URL, TOKEN, Receiver, env_for, free_port, sim_job
-from tests.e2e.processes import Process, start_api, start_worker
+from tests.conftest import REDIS_URL, Receiver, sim_job
+from tests.e2e.processes import Relay
 from tests.support import eventually_sync
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.redis]
@@ -23,46 +23,14 @@ FLOW = [("queued", 0), ("processing", 1.5), ("completed", 3.0)]
 FLOW_EVENTS = ["job.queued", "job.processing", "job.completed"]
 
 
-class Relay:
-    """The API process, the workers, and a client for the API."""
-
-    def __init__(self, simulator: str) -> None:
-        Redis.from_url(REDIS_URL).flushdb()
-        self.env = env_for(simulator, RELAY_LOG_FORMAT="json")
-        port = free_port()
-        self.api = start_api(self.env, port)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}",
-                                   headers={"authorization": f"Bearer {TOKEN}"})
-        self.workers: list[Process] = []
-
-    def add_worker(self, name: str) -> Process:
-        worker = start_worker(self.env, name)
-        self.workers.append(worker)
-        return worker
-
-    def subscribe(self, job_id: str, url: str, **extra: Any) -> dict[str, Any]:
-        response = self.client.post("/v1/subscriptions", json={"job_id": job_id, "url": url,
-                                                                **extra})
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    def subscription(self, sid: str) -> dict[str, Any]:
-        body: dict[str, Any] = self.client.get(f"/v1/subscriptions/{sid}").json()
-        return body
-
-    def stop(self) -> None:
-        for process in [*self.workers, self.api]:
-            if process.proc.poll() is None:
-                assert process.terminate() == 0, process.text()[-2000:]
-        self.client.close()
-
-
 @pytest.fixture
 def relay(simulator: str) -> Iterator[Relay]:
+    Redis.from_url(REDIS_URL).flushdb()
     r = Relay(simulator)
+    r.start_api()
     yield r
-    r.stop()
+    codes = r.stop()
+    assert set(codes.values()) <= {0}, codes  # every process stops cleanly on SIGTERM
 
 
 def test_relay_end_to_end(relay: Relay, simulator: str, receiver: Receiver) -> None:

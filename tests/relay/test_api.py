@@ -30,7 +30,9 @@ from tests.conftest import (
     Receiver,
     SettingsFactory,
     api_client,
+    deliveries,
     sim_job,
+    subscribe,
     walk,
 )
 from tests.support import eventually
@@ -81,15 +83,6 @@ def assert_validation(response: httpx.Response, field: str | None) -> Json:
     return assert_error(response, 400, "ValidationError", field)
 
 
-async def create(client: httpx.AsyncClient, job_id: str = "job_1", url: str = HOOK,
-                 **extra: Any) -> Json:
-    response = await client.post("/v1/subscriptions",
-                                 json={"job_id": job_id, "url": url, **extra})
-    assert response.status_code == 201, response.text
-    body: Json = response.json()
-    return body
-
-
 async def list_all(client: httpx.AsyncClient, limit: int, **params: str) -> list[Json]:
     """Walk every page; fail on a loop or a duplicate."""
     seen: list[Json] = []
@@ -117,19 +110,10 @@ async def create_in_order(client: httpx.AsyncClient, count: int, **fields: Any) 
     """Create `count` subscriptions, a few milliseconds apart (ids order by millisecond)."""
     ids = []
     for n in range(count):
-        sub = await create(client, url=f"{HOOK}/{n}", **fields)
+        sub = await subscribe(client, url=f"{HOOK}/{n}", **fields)
         ids.append(sub["id"])
         await asyncio.sleep(0.003)
     return ids
-
-
-async def deliveries(client: httpx.AsyncClient, sid: str) -> list[Json]:
-    response = await client.get(f"/v1/subscriptions/{sid}/deliveries")
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert set(body) == {"data"}
-    data: list[Json] = body["data"]
-    return data
 
 
 @pytest.fixture
@@ -174,31 +158,31 @@ async def test_location_resolves_to_same_subscription(api: httpx.AsyncClient) ->
 
 
 async def test_metadata_defaults_to_empty_object(api: httpx.AsyncClient) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     assert sub["metadata"] == {}
 
 
 async def test_explicit_events_are_kept(api: httpx.AsyncClient) -> None:
-    sub = await create(api, events=["job.completed", "job.failed"])
+    sub = await subscribe(api, events=["job.completed", "job.failed"])
     assert sub["events"] == ["job.completed", "job.failed"]
 
 
 async def test_events_come_back_in_the_order_given(api: httpx.AsyncClient) -> None:
     given = ["job.watch_expired", "job.failed", "job.queued", "job.status_changed"]
-    sub = await create(api, events=given)
+    sub = await subscribe(api, events=given)
     assert sub["events"] == given
     assert (await api.get(f"/v1/subscriptions/{sub['id']}")).json()["events"] == given
 
 
 async def test_duplicate_events_are_collapsed(api: httpx.AsyncClient) -> None:
-    sub = await create(api, events=["job.completed", "job.completed"])
+    sub = await subscribe(api, events=["job.completed", "job.completed"])
     assert sub["events"] == ["job.completed"]
 
 
 async def test_same_registration_while_active_returns_200_same_id(
     api: httpx.AsyncClient,
 ) -> None:
-    first = await create(api, events=["job.completed", "job.failed"])
+    first = await subscribe(api, events=["job.completed", "job.failed"])
     again = await api.post("/v1/subscriptions", json={
         "job_id": "job_1", "url": HOOK, "events": ["job.failed", "job.completed"]})
     assert again.status_code == 200
@@ -207,7 +191,7 @@ async def test_same_registration_while_active_returns_200_same_id(
 
 
 async def test_default_events_equal_explicit_all_events(api: httpx.AsyncClient) -> None:
-    first = await create(api)
+    first = await subscribe(api)
     again = await api.post("/v1/subscriptions",
                            json={"job_id": "job_1", "url": HOOK, "events": ALL_EVENTS[::-1]})
     assert again.status_code == 200
@@ -215,21 +199,21 @@ async def test_default_events_equal_explicit_all_events(api: httpx.AsyncClient) 
 
 
 async def test_different_events_make_a_new_subscription(api: httpx.AsyncClient) -> None:
-    first = await create(api, events=["job.completed"])
-    second = await create(api, events=["job.completed", "job.failed"])
+    first = await subscribe(api, events=["job.completed"])
+    second = await subscribe(api, events=["job.completed", "job.failed"])
     assert second["id"] != first["id"]
 
 
 async def test_different_url_or_job_makes_a_new_subscription(api: httpx.AsyncClient) -> None:
-    first = await create(api)
-    assert (await create(api, url=HOOK + "/other"))["id"] != first["id"]
-    assert (await create(api, job_id="job_2"))["id"] != first["id"]
+    first = await subscribe(api)
+    assert (await subscribe(api, url=HOOK + "/other"))["id"] != first["id"]
+    assert (await subscribe(api, job_id="job_2"))["id"] != first["id"]
 
 
 async def test_same_registration_after_delete_is_new(api: httpx.AsyncClient) -> None:
-    first = await create(api)
+    first = await subscribe(api)
     assert (await api.delete(f"/v1/subscriptions/{first['id']}")).status_code == 204
-    second = await create(api)
+    second = await subscribe(api)
     assert second["id"] != first["id"]
     assert second["state"] == "active"
 
@@ -237,8 +221,8 @@ async def test_same_registration_after_delete_is_new(api: httpx.AsyncClient) -> 
 async def test_other_token_gets_its_own_subscription(
     api: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
-    mine = await create(api)
-    theirs = await create(bob)
+    mine = await subscribe(api)
+    theirs = await subscribe(bob)
     assert theirs["id"] != mine["id"]
 
 
@@ -257,7 +241,7 @@ async def test_invalid_job_id(api: httpx.AsyncClient, job_id: Any) -> None:
 
 @pytest.mark.parametrize("job_id", ["a", "a" * 128, "Job_1.2:3-x", "gen:abc.DEF_9"])
 async def test_valid_job_id(api: httpx.AsyncClient, job_id: str) -> None:
-    assert (await create(api, job_id=job_id))["job_id"] == job_id
+    assert (await subscribe(api, job_id=job_id))["job_id"] == job_id
 
 
 @pytest.mark.parametrize("url", [
@@ -275,13 +259,13 @@ async def test_invalid_url(api: httpx.AsyncClient, url: Any) -> None:
 async def test_url_of_exactly_2048_characters_is_accepted(api: httpx.AsyncClient) -> None:
     url = HOOK + "/"
     url += "a" * (2048 - len(url))
-    assert (await create(api, url=url))["url"] == url
+    assert (await subscribe(api, url=url))["url"] == url
 
 
 async def test_long_url_and_metadata_read_back_everywhere(api: httpx.AsyncClient) -> None:
     # Long values are stored apart from the subscription hash (relay/store); no view shows it.
     url, metadata = HOOK + "/" + "u" * 100, {"blob": "m" * 4000}
-    sub = await create(api, job_id="job_long", url=url, metadata=metadata)
+    sub = await subscribe(api, job_id="job_long", url=url, metadata=metadata)
     assert (sub["url"], sub["metadata"]) == (url, metadata)
     assert (await api.get(f"/v1/subscriptions/{sub['id']}")).json() == sub
     assert (await api.get("/v1/subscriptions")).json()["data"] == [sub]
@@ -315,7 +299,7 @@ async def test_metadata_over_4_kib_is_refused(api: httpx.AsyncClient) -> None:
 async def test_metadata_of_4_kib_is_accepted(api: httpx.AsyncClient) -> None:
     overhead = len(json.dumps({"blob": ""}, separators=(",", ":")))
     metadata = {"blob": "x" * (4096 - overhead)}
-    assert (await create(api, metadata=metadata))["metadata"] == metadata
+    assert (await subscribe(api, metadata=metadata))["metadata"] == metadata
 
 
 async def test_unknown_field_is_named(api: httpx.AsyncClient) -> None:
@@ -449,7 +433,7 @@ async def test_operational_routes_need_no_auth(anonymous: httpx.AsyncClient, pat
 async def test_other_token_cannot_see_or_touch_a_subscription(
     api: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     sid = sub["id"]
     assert_error(await bob.get(f"/v1/subscriptions/{sid}"), 404, "NotFoundError")
     assert_error(await bob.delete(f"/v1/subscriptions/{sid}"), 404, "NotFoundError")
@@ -467,7 +451,7 @@ async def test_other_token_cannot_see_or_touch_a_subscription(
 async def test_not_found_for_other_owner_looks_like_unknown_id(
     api: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     foreign = (await bob.get(f"/v1/subscriptions/{sub['id']}")).json()
     unknown = (await bob.get(f"/v1/subscriptions/{FAKE_SID}")).json()
     assert set(foreign) == set(unknown)
@@ -476,8 +460,8 @@ async def test_not_found_for_other_owner_looks_like_unknown_id(
 
 
 async def test_lists_are_per_owner(api: httpx.AsyncClient, bob: httpx.AsyncClient) -> None:
-    mine = {(await create(api, url=f"{HOOK}/{n}"))["id"] for n in range(3)}
-    theirs = {(await create(bob, url=f"{HOOK}/{n}"))["id"] for n in range(2)}
+    mine = {(await subscribe(api, url=f"{HOOK}/{n}"))["id"] for n in range(3)}
+    theirs = {(await subscribe(bob, url=f"{HOOK}/{n}"))["id"] for n in range(2)}
     assert {s["id"] for s in await list_all(api, 100)} == mine
     assert {s["id"] for s in await list_all(bob, 100)} == theirs
     assert {s["id"] for s in await list_all(api, 100, job_id="job_1")} == mine
@@ -486,8 +470,8 @@ async def test_lists_are_per_owner(api: httpx.AsyncClient, bob: httpx.AsyncClien
 async def test_job_view_shows_only_own_subscriptions(
     api: httpx.AsyncClient, bob: httpx.AsyncClient
 ) -> None:
-    mine = await create(api)
-    theirs = await create(bob)
+    mine = await subscribe(api)
+    theirs = await subscribe(bob)
     mine_view = (await api.get("/v1/jobs/job_1")).json()
     theirs_view = (await bob.get("/v1/jobs/job_1")).json()
     assert [s["id"] for s in mine_view["subscriptions"]] == [mine["id"]]
@@ -504,7 +488,7 @@ async def test_empty_list(api: httpx.AsyncClient) -> None:
 
 
 async def test_list_items_have_the_subscription_shape(api: httpx.AsyncClient) -> None:
-    sub = await create(api, metadata={"k": "v"})
+    sub = await subscribe(api, metadata={"k": "v"})
     data = (await api.get("/v1/subscriptions")).json()["data"]
     assert data == [sub]
 
@@ -547,7 +531,7 @@ async def test_job_id_filter_with_pagination(api: httpx.AsyncClient) -> None:
 
 
 async def test_job_id_filter_for_unknown_job_is_empty(api: httpx.AsyncClient) -> None:
-    await create(api)
+    await subscribe(api)
     page = (await api.get("/v1/subscriptions", params={"job_id": "job_zzz"})).json()
     assert page == {"data": [], "next_cursor": None}
 
@@ -579,14 +563,14 @@ async def test_invalid_job_id_filter(api: httpx.AsyncClient) -> None:
 
 
 async def test_get_subscription(api: httpx.AsyncClient) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     response = await api.get(f"/v1/subscriptions/{sub['id']}")
     assert response.status_code == 200
     assert response.json() == sub
 
 
 async def test_delete_then_get_shows_deleted(api: httpx.AsyncClient) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     response = await api.delete(f"/v1/subscriptions/{sub['id']}")
     assert response.status_code == 204
     assert response.content == b""
@@ -598,7 +582,7 @@ async def test_delete_then_get_shows_deleted(api: httpx.AsyncClient) -> None:
 
 
 async def test_delete_twice_is_204(api: httpx.AsyncClient) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     assert (await api.delete(f"/v1/subscriptions/{sub['id']}")).status_code == 204
     assert (await api.delete(f"/v1/subscriptions/{sub['id']}")).status_code == 204
 
@@ -611,13 +595,13 @@ async def test_unknown_subscription_is_404(api: httpx.AsyncClient, sid: str) -> 
 
 
 async def test_unknown_delivery_is_404(api: httpx.AsyncClient) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     response = await api.post(f"/v1/subscriptions/{sub['id']}/deliveries/{FAKE_MID}/retry")
     assert_error(response, 404, "NotFoundError")
 
 
 async def test_new_subscription_has_no_deliveries(api: httpx.AsyncClient) -> None:
-    sub = await create(api)
+    sub = await subscribe(api)
     assert await deliveries(api, sub["id"]) == []
 
 
@@ -633,7 +617,7 @@ async def test_job_view_with_invalid_job_id_is_400(api: httpx.AsyncClient) -> No
 
 
 async def test_job_view_after_registration(api: httpx.AsyncClient) -> None:
-    sub = await create(api, job_id="job_view")
+    sub = await subscribe(api, job_id="job_view")
     response = await api.get("/v1/jobs/job_view")
     assert response.status_code == 200
     view = response.json()
@@ -650,7 +634,7 @@ async def test_job_view_after_polling(
     api: httpx.AsyncClient, worker: Worker, simulator: str, receiver: Receiver
 ) -> None:
     sim_job(simulator, "job_polled", [("processing", 0)], model="flux-schnell")
-    await create(api, job_id="job_polled", url=receiver.url("/p"))
+    await subscribe(api, job_id="job_polled", url=receiver.url("/p"))
 
     async def polled() -> Json:
         view: Json = (await api.get("/v1/jobs/job_polled")).json()
@@ -684,7 +668,7 @@ async def test_deliveries_are_listed_oldest_first(
     api: httpx.AsyncClient, worker: Worker, simulator: str, receiver: Receiver
 ) -> None:
     sim_job(simulator, "job_d", [("queued", 0)])
-    sub = await create(api, job_id="job_d", url=receiver.url("/d"), metadata={"n": 1})
+    sub = await subscribe(api, job_id="job_d", url=receiver.url("/d"), metadata={"n": 1})
     await walk(simulator, "job_d", ["processing", "completed"], lambda: len(receiver.types("/d")))
     expected = ["job.queued", "job.processing", "job.completed"]
     await eventually(lambda: receiver.types("/d") == expected)
@@ -715,7 +699,7 @@ async def test_failed_first_attempt_is_visible(
 ) -> None:
     receiver.plan["/x"] = [500]
     sim_job(simulator, "job_x", [("completed", 0)])
-    sub = await create(api, job_id="job_x", url=receiver.url("/x"), events=["job.completed"])
+    sub = await subscribe(api, job_id="job_x", url=receiver.url("/x"), events=["job.completed"])
 
     async def retried() -> Json:
         found = await deliveries(api, sub["id"])
@@ -738,7 +722,7 @@ async def test_pending_delivery_shows_next_attempt(
 ) -> None:
     receiver.plan["/slow"] = [503] * 10
     sim_job(simulator, "job_p", [("completed", 0)])
-    sub = await create(api, job_id="job_p", url=receiver.url("/slow"), events=["job.completed"])
+    sub = await subscribe(api, job_id="job_p", url=receiver.url("/slow"), events=["job.completed"])
 
     async def failing() -> Json:
         found = await deliveries(api, sub["id"])
@@ -756,7 +740,7 @@ async def test_retry_resends_with_the_same_webhook_id(
     receiver: Receiver,
 ) -> None:
     sim_job(simulator, "job_r", [("completed", 0)])
-    sub = await create(api, job_id="job_r", url=receiver.url("/r"))
+    sub = await subscribe(api, job_id="job_r", url=receiver.url("/r"))
     await eventually(lambda: receiver.types("/r") == ["job.completed"])
 
     async def delivered() -> Json:
@@ -789,8 +773,8 @@ async def test_retry_with_a_delivery_of_another_subscription_is_404(
     api: httpx.AsyncClient, worker: Worker, simulator: str, receiver: Receiver
 ) -> None:
     sim_job(simulator, "job_o", [("completed", 0)])
-    one = await create(api, job_id="job_o", url=receiver.url("/one"))
-    two = await create(api, job_id="job_o", url=receiver.url("/two"))
+    one = await subscribe(api, job_id="job_o", url=receiver.url("/one"))
+    two = await subscribe(api, job_id="job_o", url=receiver.url("/two"))
 
     async def delivered() -> Json:
         found = await deliveries(api, one["id"])
@@ -862,7 +846,7 @@ async def test_unresolvable_name_is_accepted(
 
 
 async def test_private_callbacks_allowed_when_configured(api: httpx.AsyncClient) -> None:
-    assert (await create(api, url="http://127.0.0.1:9/hook"))["url"] == "http://127.0.0.1:9/hook"
+    assert (await subscribe(api, url="http://127.0.0.1:9/hook"))["url"] == "http://127.0.0.1:9/hook"
 
 
 # --- operational routes ----------------------------------------------------------------------
@@ -959,7 +943,7 @@ async def test_405_allow_lists_every_method_of_the_path(
 
 
 async def test_metrics_is_prometheus_text(api: httpx.AsyncClient) -> None:
-    await create(api)
+    await subscribe(api)
     response = await api.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")

@@ -103,7 +103,7 @@ def test_schema_documents_every_route(settings: Settings) -> None:
 
 ST = str(Path(sys.executable).with_name("st"))
 EVERY_CHECK_BUT = "use_after_free"  # deleted subscriptions stay readable, as documented
-ST_EXAMPLES = 30
+ST_EXAMPLES = 25
 
 
 def test_st_run_with_every_check_and_phase_finds_nothing(

@@ -66,3 +66,4 @@ def test_failed_when_schedule_spent(code: int | None) -> None:
 def test_job_timeout_leaves_room_for_two_attempts() -> None:
     assert job_timeout(15.0) == 2 * 15.0 + 2 * MARGIN
     assert job_timeout(3.0) > 2 * 3.0
+

@@ -24,8 +24,10 @@ from tests.conftest import (
     ServerThread,
     SettingsFactory,
     api_client,
+    deliveries,
     running_worker,
     sim_job,
+    subscribe,
 )
 from tests.support import eventually
 
@@ -47,19 +49,6 @@ def waits(reason: str) -> float:
 def fault(simulator: str, mode: str, count: int, **extra: Any) -> None:
     body = {"mode": mode, "count": count, **extra}
     httpx.post(simulator + "/_sim/faults", json=body).raise_for_status()
-
-
-async def subscribe(api: httpx.AsyncClient, job_id: str, url: str) -> dict[str, Any]:
-    response = await api.post("/v1/subscriptions", json={"job_id": job_id, "url": url})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def deliveries(api: httpx.AsyncClient, sid: str) -> list[dict[str, Any]]:
-    data: list[dict[str, Any]] = (await api.get(f"/v1/subscriptions/{sid}/deliveries")).json()[
-        "data"]
-    return data
 
 
 def attempt_ids(receiver: Receiver, path: str) -> list[str]:

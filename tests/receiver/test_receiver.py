@@ -1,4 +1,4 @@
-"""relay.receiver: the helper integrators use to verify, parse and dedupe varg-relay webhooks,
+"""varg_relay_receiver: the helper integrators use to verify, parse and dedupe varg-relay webhooks,
 fed with headers built by the relay's own delivery code and used from real framework requests."""
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from relay.delivery.send import webhook_headers
-from relay.delivery.signing import new_secret, signature_header
-from relay.receiver import (
+from varg_relay_receiver import (
     Event,
     InvalidWebhook,
     MemorySeen,
     RedisSeen,
     WebhookReceiver,
 )
+
+from relay.delivery.send import webhook_headers
+from relay.delivery.signing import new_secret, signature_header
 from tests.conftest import REDIS_URL
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
