@@ -82,7 +82,7 @@ def use_scaled_timestamps(enabled: bool) -> None:
     (the scaled equivalent of Varg's resolution). `--second-timestamps` turns this off."""
     _SCALED_TIMESTAMPS[0] = enabled
     if enabled:
-        relay.simulator.iso = millisecond_iso
+        relay.devtools.simulator.iso = millisecond_iso
 
 
 def simulator(rate_limit: int | None) -> ServerProcess:
