@@ -19,6 +19,7 @@ RL_PACE = PREFIX + "rl:pace"
 RL_SEQ = PREFIX + "rl:seq"
 RL_CAP = PREFIX + "rl:cap"
 PAUSE = PREFIX + "pause"
+FIRST_LOOKS = PREFIX + "firstlooks"  # hash: owner -> last first look leased (fair turns)
 UPSTREAM_UNAUTHORIZED = PREFIX + "upstream:unauthorized"
 DELIVERY_QUEUE = PREFIX + "deliveries"  # arq's queue of delivery chains
 
@@ -80,4 +81,5 @@ def msgs(sid: str) -> str:
 # The fixed keys the scripts use by name (K.finished, K.msg_seq, ...).
 LUA_FIXED = {
     "finished": FINISHED, "msg_seq": MSG_SEQ, "rl_seq": RL_SEQ, "rl_cap": RL_CAP,
+    "firstlooks": FIRST_LOOKS,
 }
