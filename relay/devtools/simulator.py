@@ -3,7 +3,8 @@
 It speaks the seed contract (``shared/seeds/varg-get-job-openapi.txt``) and adds a control API
 under ``/_sim`` (no auth) to script jobs, inject faults and read request statistics:
 
-- ``POST /_sim/jobs``: create or replace a job with a status timeline.
+- ``POST /_sim/jobs``: create or replace a job with a status timeline (``cache_hit: true``
+  reports it served from Varg's cache).
 - ``GET /_sim/jobs`` / ``GET /_sim/jobs/{job_id}``: control views (timeline, changes, current).
 - ``POST /_sim/faults`` / ``GET /_sim/faults``: queue faults for the next ``GET /v1/jobs`` requests.
 - ``GET /_sim/stats``: request counts by status code and by job.
@@ -149,6 +150,7 @@ class SimJob:
     url: str = ""
     error: str = DEFAULT_ERROR
     appears_after: float = 0.0
+    cache_hit: bool = False  # served from Varg's cache (`cache.hit`)
 
     def __post_init__(self) -> None:
         self.media_type = self.media_type or media_type_for(self.model)
@@ -187,7 +189,7 @@ class SimJob:
             body["output"] = {"url": self.url, "media_type": self.media_type}
         if status == "failed":
             body["error"] = self.error
-        body["cache"] = {"hit": False, "key": self.cache_key()}
+        body["cache"] = {"hit": self.cache_hit, "key": self.cache_key()}
         return body
 
     def cache_key(self) -> str:
@@ -199,6 +201,7 @@ class SimJob:
             "model": self.model,
             "created_at": iso(self.created),
             "appears_after": self.appears_after,
+            "cache_hit": self.cache_hit,
             "timeline": [{"status": s.status, "after": s.after} for s in self.timeline],
             "changes": [{"status": c.status, "at": c.at} for c in self.changes(now)],
             "current": self.status(now),
@@ -301,7 +304,9 @@ def rate_limited(retry_after: int) -> JSONResponse:
 
 # --- input validation -------------------------------------------------------------------------
 
-_JOB_FIELDS = frozenset({"job_id", "model", "timeline", "output", "error", "appears_after"})
+_JOB_FIELDS = frozenset(
+    {"job_id", "model", "timeline", "output", "error", "appears_after", "cache_hit"}
+)
 _FAULT_FIELDS = frozenset({"mode", "count", "retry_after", "delay"})
 
 
@@ -336,6 +341,12 @@ def as_seconds(value: Any, name: str, maximum: float = 86400.0) -> float:
     if not ok or not math.isfinite(value) or not 0 <= value <= maximum:
         raise Invalid(f"{name} must be a number of seconds between 0 and {maximum:g}", name)
     return float(value)
+
+
+def as_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"{name} must be true or false", name)
+    return value
 
 
 def as_int(value: Any, name: str, minimum: int, maximum: int) -> int:
@@ -397,6 +408,7 @@ def parse_job(body: Mapping[str, Any], now: float) -> SimJob:
         url=url,
         error=as_text(body.get("error", DEFAULT_ERROR), "error"),
         appears_after=as_seconds(body.get("appears_after", 0.0), "appears_after"),
+        cache_hit=as_bool(body.get("cache_hit", False), "cache_hit"),
     )
 
 
