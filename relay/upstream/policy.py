@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from relay.events import NOT_FOUND, WATCH_EXPIRED, is_terminal
 from relay.store.decision import Decision
-from relay.times import parse_time
+from relay.times import iso, parse_time
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.runtimes import Limits, PollPolicy, learn_field
 
@@ -51,18 +51,48 @@ def _observed(
     limits: Limits, policy: PollPolicy,
 ) -> Decision:
     status, model = str(job["status"]), str(job["model"])
-    created = parse_time(job["created_at"]) or float(watch.get("started_at") or now)
+    created = _created(job, watch, now)
     learn = None
     if is_terminal(status) and watch.get("status") != status:
         # Teach the schedule how long this model takes, by Varg's own times when it gives
         # them (so a run is counted right even when the relay saw its end late).
-        finished = parse_time(job.get("completed_at")) or now
+        finished = _finished(job, watch, now)
         learn = learn_field(model, finished - created, cache_hit=_cache_hit(job))
     return replace(
         base, status=status, job=json.dumps(job, separators=(",", ":")), model=model,
-        created_at=job["created_at"], end_watch=is_terminal(status),
+        created_at=iso(created), end_watch=is_terminal(status),
         delay=policy.next_delay(model, now - created, limits), learn=learn,
     )
+
+
+def varg_span(text: Any) -> tuple[float, float] | None:
+    """The span a Varg time stands for: the second it names, unless it gives a fraction."""
+    at = parse_time(text) if isinstance(text, str) else None
+    if at is None:
+        return None
+    return (at, at) if "." in text else (at, at + 1.0)
+
+
+def _created(job: dict[str, Any], watch: dict[str, str], now: float) -> float:
+    """When Varg created the job: within the second its `created_at` names, and not after
+    the relay was told of it. A second is most of a fast job's run."""
+    registered = float(watch.get("started_at") or now)
+    span = varg_span(job["created_at"])
+    if span is None:
+        return registered
+    lo, hi = span
+    return (lo + max(lo, min(hi, registered))) / 2
+
+
+def _finished(job: dict[str, Any], watch: dict[str, str], now: float) -> float:
+    """When the job finished: within the second its `completed_at` names, after the last
+    poll that saw it running and before this one (when the clocks agree on that)."""
+    span = varg_span(job.get("completed_at"))
+    if span is None:
+        return now
+    lo, hi = span
+    after, before = max(lo, float(watch.get("last_polled_at") or 0)), min(hi, now)
+    return (after + before) / 2 if after <= before else (lo + hi) / 2
 
 
 def _cache_hit(job: dict[str, Any]) -> bool:

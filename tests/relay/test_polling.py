@@ -69,7 +69,7 @@ def test_ok_records_status_and_compact_job() -> None:
                                   separators=(",", ":"))
     assert " " not in d.job
     assert d.model == "fal:kling-v2.5"
-    assert d.created_at == CREATED
+    assert d.created_at == "2026-02-13T10:00:00.500Z"  # within the second Varg names
     assert d.failures == 0
     assert d.first_404 == ""
     assert (d.job_id, d.token) == ("job_1", "lease-token")
@@ -86,7 +86,7 @@ def test_ok_resets_failures() -> None:
 
 def test_ok_delay_follows_policy() -> None:
     d = run(ok())
-    assert d.delay == POLICY.next_delay("fal:kling-v2.5", 300.0, LIMITS)
+    assert d.delay == POLICY.next_delay("fal:kling-v2.5", 299.5, LIMITS)
     assert LIMITS.min_interval <= d.delay <= LIMITS.max_interval
 
 
@@ -260,6 +260,28 @@ def test_a_run_is_learned_from_varg_s_times_even_when_seen_late() -> None:
     """Created 10:00:00, completed 10:00:04, seen at 10:05:00: the run took 4 s, not 300."""
     d = run(ok("completed", completed_at="2026-02-13T10:00:04Z"), {"status": "processing"})
     assert d.learn == learn_field("fal:kling-v2.5", 4.0)
+
+
+def test_varg_s_whole_seconds_are_narrowed_by_what_the_relay_saw() -> None:
+    """Created in the second 10:00:00 but registered with the relay at 10:00:00.2: created
+    about 10:00:00.1. Completed in the second 10:00:01, last seen running at 10:00:01.6 and
+    seen done at 10:00:01.8: finished about 10:00:01.7. The run: 1.6 s (whole seconds alone
+    say 1 s, or 2 s: a fast model would be learned wrong by half)."""
+    at = NOW - 300
+    watch = {"status": "processing", "started_at": str(at + 0.2),
+             "last_polled_at": str(at + 1.6)}
+    result = ok("completed", completed_at="2026-02-13T10:00:01Z")
+    d = decide("job_1", "t", watch, result, at + 1.8, LIMITS, POLICY)
+    assert d.learn == learn_field("fal:kling-v2.5", 1.6)
+    assert parse_time(d.created_at) == pytest.approx(at + 0.1)
+
+
+def test_fractions_of_a_second_are_taken_as_given() -> None:
+    result = ok("completed", created_at="2026-02-13T10:00:00.250Z",
+                completed_at="2026-02-13T10:00:03.750Z")
+    d = run(result, {"status": "processing"})
+    assert d.learn == learn_field("fal:kling-v2.5", 3.5)
+    assert d.created_at == "2026-02-13T10:00:00.250Z"
 
 
 def test_a_cache_hit_is_counted_apart_from_real_runs() -> None:
