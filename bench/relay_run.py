@@ -1,4 +1,5 @@
-"""The relay under test: real Redis (DB 12), one in-process arq worker, a real receiver."""
+"""The relay under test: real Redis (the run's own), one in-process arq worker, a real
+receiver."""
 
 from __future__ import annotations
 
@@ -24,9 +25,14 @@ OWNER = hashlib.sha256(b"tok_bench").hexdigest()[:32]  # as relay.api.owner_of d
 EVENTS = [str(e) for e in ALL_EVENTS]
 
 
+DEFAULT_MIN_INTERVAL = load_settings({}).poll_min_interval
+
+
 def relay_env(sim_url: str, redis_url: str, budget: int, scale: float,
-              max_interval: float = 60.0, **extra: str) -> dict[str, str]:
+              max_interval: float = 60.0, min_interval: float | None = None,
+              **extra: str) -> dict[str, str]:
     """Settings like tests/conftest.py `env_for`, with the poll intervals scaled."""
+    min_interval = DEFAULT_MIN_INTERVAL if min_interval is None else min_interval
     return {
         "REDIS_URL": redis_url,
         "VARG_API_URL": sim_url + "/v1",
@@ -35,7 +41,7 @@ def relay_env(sim_url: str, redis_url: str, budget: int, scale: float,
         "RELAY_SIGNING_SECRETS": new_secret(),
         "RELAY_ALLOW_PRIVATE_CALLBACKS": "true",
         "RELAY_UPSTREAM_RATE_LIMIT": str(budget),
-        "RELAY_POLL_MIN_INTERVAL": f"{1.0 * scale:g}s",
+        "RELAY_POLL_MIN_INTERVAL": f"{min_interval * scale:g}s",
         "RELAY_POLL_MAX_INTERVAL": f"{max_interval * scale:g}s",
         "RELAY_METRICS_PORT": "0",
         "RELAY_LOG_LEVEL": "WARNING",
@@ -45,7 +51,7 @@ def relay_env(sim_url: str, redis_url: str, budget: int, scale: float,
 
 
 async def reset_redis(redis: Redis, keep: Iterable[str] = ()) -> None:
-    """Flush DB 12, keeping the named keys (e.g. the learned run times)."""
+    """Flush the run's Redis, keeping the named keys (e.g. the learned run times)."""
     kept = {key: await redis.dump(key) for key in keep}
     await redis.flushdb()
     for key, value in kept.items():
@@ -68,13 +74,15 @@ async def all_terminal(receiver_url: str, jobs: Iterable[JobSpec]) -> bool:
 
 
 async def run_relay(schedule: Schedule, budget: int, redis_url: str, t0: float,
-                    keep_learning: bool, max_interval: float = 60.0) -> ArmResult:
+                    keep_learning: bool, max_interval: float = 60.0,
+                    min_interval: float | None = None,
+                    ms_timestamps: bool | None = None) -> ArmResult:
     """Replay `schedule` through the relay; lag is change -> webhook arrival."""
     redis = Redis.from_url(redis_url, decode_responses=True)
-    with simulator(budget) as sim, receiver() as hooks:
+    with simulator(budget, ms_timestamps) as sim, receiver() as hooks:
         await reset_redis(redis, [DURATIONS] if keep_learning else [])
         settings = load_settings(relay_env(sim.url, redis_url, budget, schedule.scale,
-                                           max_interval))
+                                           max_interval, min_interval))
         store = Store(redis)
 
         async def on_arrival(job: JobSpec) -> None:

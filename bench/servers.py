@@ -31,11 +31,13 @@ class ServerProcess:
     """uvicorn serving a simulator or a receiver on a free loopback port, in a child process
     (servers in threads would share this interpreter's GIL with the code being measured)."""
 
-    def __init__(self, kind: str, rate_limit: int | None = None) -> None:
+    def __init__(self, kind: str, rate_limit: int | None = None,
+                 ms_timestamps: bool | None = None) -> None:
         self.port = free_port()
         ctx = multiprocessing.get_context("spawn")
-        self.process = ctx.Process(target=serve, args=(kind, self.port, rate_limit,
-                                                       _SCALED_TIMESTAMPS[0]), daemon=True)
+        ms = _SCALED_TIMESTAMPS[0] if ms_timestamps is None else ms_timestamps
+        self.process = ctx.Process(target=serve, args=(kind, self.port, rate_limit, ms),
+                                   daemon=True)
 
     @property
     def url(self) -> str:
@@ -85,8 +87,10 @@ def use_scaled_timestamps(enabled: bool) -> None:
         relay.devtools.simulator.iso = millisecond_iso
 
 
-def simulator(rate_limit: int | None) -> ServerProcess:
-    return ServerProcess("simulator", rate_limit)
+def simulator(rate_limit: int | None, ms_timestamps: bool | None = None) -> ServerProcess:
+    """A simulator process; its times to the millisecond, or Varg's second (None: as
+    `use_scaled_timestamps` said)."""
+    return ServerProcess("simulator", rate_limit, ms_timestamps)
 
 
 def receiver() -> ServerProcess:

@@ -39,6 +39,7 @@ PRIOR_SPREAD = 1.0  # standard deviation of ln(run time) in the prior: a wide gu
 # jobs a worker is shown first when there are more than it ranks; it is no longer a wait.
 ELIGIBLE_CHANCE = 0.02
 CACHE_HIT_SECONDS = 1.0  # a cache hit is done within this
+CACHE_PRIOR_HITS, CACHE_PRIOR_JOBS = 1.0, 4.0
 CACHE_FIELD = "cache"  # `model\tcache` counts a model's cache hits in the histogram hash
 # Replaying the benchmark's steady mix offline, weights from 1.5 to 5 all cut the median lag by
 # 10-20% against 1 (and a first look at age 0 by far more); 2 is the middle of that plateau.
@@ -151,6 +152,12 @@ def learn_field(model: str, seconds: float, cache_hit: bool = False) -> str:
     return f"{model}\t{CACHE_FIELD if cache_hit else bucket_of(seconds)}"
 
 
+def cache_share(hits: float, runs: float) -> float:
+    """The share of jobs that are cache hits: a quarter until jobs are seen (any model may
+    serve from cache), then what they show (Laplace's rule, with that prior worth 4 jobs)."""
+    return (hits + CACHE_PRIOR_HITS) / (hits + runs + CACHE_PRIOR_JOBS)
+
+
 def cache_cdf(t: float) -> float:
     return min(max(t / CACHE_HIT_SECONDS, 0.0), 1.0)
 
@@ -237,7 +244,7 @@ class PollPolicy:
         if model not in self._runtimes:
             hits = self.cache_hits.get(model, 0.0)
             runs = sum(self.observed.get(model, ()))
-            self._runtimes[model] = RunTimes(self.durations(model), hits / (hits + runs + 1))
+            self._runtimes[model] = RunTimes(self.durations(model), cache_share(hits, runs))
         return self._runtimes[model]
 
     def mixture(self) -> RunTimes:
@@ -254,7 +261,7 @@ class PollPolicy:
             for i, count in enumerate(runs):
                 counts[i] += count
             hits = sum(self.cache_hits.values())
-            self._mixture = RunTimes(Durations(counts), hits / (hits + seen + 1))
+            self._mixture = RunTimes(Durations(counts), cache_share(hits, seen))
         return self._mixture
 
     def first_look_value(self, age: float, scale: float = math.inf) -> float:

@@ -372,9 +372,9 @@ def test_candidates_are_ranked_by_the_chance_they_changed() -> None:
 
 def test_value_uses_varg_created_at_over_the_watch_start() -> None:
     """The job's own age counts, not how long the relay has watched it."""
-    old = polled("fal:flux-schnell", 1, 1, created_at="2026-02-13T10:04:48Z")  # 12 s old
-    young = polled("fal:flux-schnell", 1, 1)  # 1 s old by the watch's start
-    assert priority(old, NOW, LIMITS, POLICY) > priority(young, NOW, LIMITS, POLICY)
+    old = polled("fal:flux-schnell", 3, 1, created_at="2026-02-13T10:04:49Z")  # 11 s old
+    young = polled("fal:flux-schnell", 3, 1)  # 3 s old by the watch's start
+    assert priority(old, NOW, LIMITS, IMAGES) > priority(young, NOW, LIMITS, IMAGES)
 
 
 def test_a_job_whose_prior_says_not_yet_is_still_a_candidate() -> None:

@@ -16,6 +16,7 @@ from relay.upstream.runtimes import (
     Limits,
     PollPolicy,
     bucket_of,
+    cache_share,
     learn_field,
     model_kind,
     parse_cache_hits,
@@ -215,9 +216,10 @@ def test_cache_hits_do_not_drag_the_real_runs() -> None:
     was one of the cache hits (half the jobs seen)."""
     policy = PollPolicy({"m": runs(*[10.0] * 10)}, {"m": 10.0})
     assert 8.0 < policy.durations("m").quantile(0.5) < 12.0
-    assert policy.runtimes("m").cache_share == pytest.approx(10 / 21)
+    share = policy.runtimes("m").cache_share
+    assert share == pytest.approx(cache_share(10, 10)) == pytest.approx(11 / 24)
     early = policy.value("m", 0.0, CACHE_HIT_SECONDS)
-    assert early == pytest.approx(10 / 21, abs=0.01)
+    assert early == pytest.approx(share, abs=0.01)
     # Once past the cache hits, only the real runs count.
     assert policy.value("m", 2.0, 5.0) < 0.01
 
@@ -235,7 +237,16 @@ def test_a_first_look_counts_cache_hits_of_any_model() -> None:
     """Never polled, its model unknown: a quarter of the jobs seen were cache hits, so at
     a second old it is worth at least that chance (weighed up by FIRST_LOOK_WEIGHT)."""
     policy = PollPolicy({"m": runs(*[10.0] * 30)}, {"m": 10.0})
-    assert policy.first_look_value(CACHE_HIT_SECONDS) >= FIRST_LOOK_WEIGHT * 10 / 41 - 1e-9
+    assert policy.first_look_value(CACHE_HIT_SECONDS) >= FIRST_LOOK_WEIGHT * 11 / 44 - 1e-9
+
+
+def test_cache_hits_are_possible_until_jobs_show_otherwise() -> None:
+    """Nothing seen yet: a quarter of jobs may be cache hits (a first look a second in is worth
+    making); after 300 real runs and no hit, hardly any."""
+    assert cache_share(0, 0) == 0.25
+    assert PollPolicy().value("fal:kling-v2.5", 0.0, CACHE_HIT_SECONDS) >= 0.25
+    seen = PollPolicy({"fal:kling-v2.5": runs(*[100.0] * 300)})
+    assert seen.value("fal:kling-v2.5", 0.0, CACHE_HIT_SECONDS) < 0.01
 
 
 def test_the_lag_so_far_is_the_area_under_the_chance() -> None:
