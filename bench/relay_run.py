@@ -7,11 +7,12 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 
 from bench.lags import ArmResult, arm_result, percentile
 from bench.replay import play, sim_view
-from bench.servers import SIM_KEY, Arrivals, arrivals, receiver, simulator
+from bench.servers import SIM_KEY, Arrivals, arrivals, receiver, receiver_client, simulator
 from bench.workload import JobSpec, Schedule
 from config import Settings, load_settings
 from relay.delivery.signing import new_secret
@@ -68,8 +69,9 @@ async def subscribe_all(store: Store, settings: Settings, url: str,
                               settings.watch_timeout)
 
 
-async def all_terminal(receiver_url: str, jobs: Iterable[JobSpec]) -> bool:
-    first = (await arrivals(receiver_url)).first
+async def all_terminal(receiver_url: str, jobs: Iterable[JobSpec],
+                       client: httpx.AsyncClient | None = None) -> bool:
+    first = (await arrivals(receiver_url, client)).first
     return all((job.job_id, job.final_status) in first for job in jobs)
 
 
@@ -89,9 +91,11 @@ async def run_relay(schedule: Schedule, budget: int, redis_url: str, t0: float,
             await subscribe_all(store, settings, hooks.url + "/hooks", [job.job_id])
 
         measured = schedule.measured
-        async with running_worker(settings):
+        # The replay checks the receiver every 0.2 s from this process, the relay's own: one
+        # client, no certificates loaded (see bench/servers.py `receiver_client`).
+        async with running_worker(settings), receiver_client(hooks.url) as checks:
             wall = await play(schedule, sim.url, t0, on_arrival,
-                              lambda: all_terminal(hooks.url, measured))
+                              lambda: all_terminal(hooks.url, measured, checks))
         changes, stats = await sim_view(sim.url)
         got = await arrivals(hooks.url)
         extra = await relay_extra(redis, got, schedule, changes, stats)
