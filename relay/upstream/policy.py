@@ -195,11 +195,7 @@ def ranked(candidates: list[Candidate], now: float, limits: Limits, policy: Poll
     priorities (to 4 places: a prior sure that nothing can have changed yet) go longest
     unpolled first, as round robin would.
     """
-    tier = [(j, f) for j, f in candidates if f.get("urgent") and f.get("last_polled_at")]
-    if tier:
-        waiting = {f["urgent"] for _, f in tier}
-        tier += [(j, f) for j, f in candidates if f.get("urgent") and
-                 not f.get("last_polled_at") and f["urgent"] not in waiting]
+    tier = first_look_tier(candidates)
     in_tier = {job_id for job_id, _ in tier}
     valued = [(priority(f, now, limits, policy, scale), _since(f), j) for j, f in candidates
               if j not in in_tier]
@@ -209,6 +205,17 @@ def ranked(candidates: list[Candidate], now: float, limits: Limits, policy: Poll
     if looks.tier_at > looks.other_at:
         return alternate(others, firsts)
     return alternate(firsts, others)
+
+
+def first_look_tier(candidates: list[Candidate]) -> list[Candidate]:
+    """Re-subscribed jobs (polled, marked urgent by the owner waiting), and while there are
+    any, the jobs never polled of every owner without one."""
+    tier = [(j, f) for j, f in candidates if f.get("urgent") and f.get("last_polled_at")]
+    if not tier:
+        return []
+    waiting = {f["urgent"] for _, f in tier}
+    return tier + [(j, f) for j, f in candidates if f.get("urgent") and
+                   not f.get("last_polled_at") and f["urgent"] not in waiting]
 
 
 def _since(fields: dict[str, str]) -> float:
