@@ -1,9 +1,9 @@
 """`python -m bench [--quick] [--streams] [--out bench/results/latest.json]`: the benchmark.
 
 Prints a markdown table (targets marked ✓/✗) and writes every number as JSON. Everything runs
-on 127.0.0.1 against Redis DB 12 (`--redis-url` to use another; it is flushed), and every
-phase stops by itself. `--streams` runs only the comparison of polling and stream mode
-(bench/streams.py).
+on 127.0.0.1, against a throwaway redis-server of its own (or `--redis-url`, which it
+flushes), and every phase stops by itself. `--streams` runs only the comparison of polling and
+stream mode (bench/streams.py).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from typing import Any
 from bench import workload
 from bench.arms import compare, start_pool
 from bench.footprint import footprint
-from bench.plan import FULL, QUICK, Plan
+from bench.plan import ARMS, FULL, QUICK, Plan
 from bench.redis_probe import count_round_trips
 from bench.report import markdown, write_json, write_json_document
 from bench.servers import use_scaled_timestamps
 from bench.streams import stream_comparison, stream_json, stream_markdown
 from bench.throughput import delivery_throughput, poll_throughput
+from relay.devtools.redis_server import ThrowawayRedis
 
 log = logging.getLogger("bench")
 DEFAULT_OUT = Path("bench/results/latest.json")
@@ -38,9 +39,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--max-interval", type=float,
                         help="the relay's RELAY_POLL_MAX_INTERVAL in unscaled seconds (default 60)")
+    parser.add_argument("--min-interval", type=float,
+                        help="the relay's RELAY_POLL_MIN_INTERVAL in unscaled seconds "
+                             "(default: the setting's)")
+    parser.add_argument("--arms", default=",".join(ARMS),
+                        help="comma-separated, of " + ", ".join(ARMS) + " (default: all)")
+    parser.add_argument("--redis-url",
+                        help="a Redis database to use, FLUSHED on every phase (default: a "
+                             "throwaway redis-server on a free port)")
     parser.add_argument("--streams", action="store_true",
                         help="compare polling, streaming and capped streaming (bench/streams.py)")
-    parser.add_argument("--redis-url", help="the Redis DB to use (flushed); default DB 12")
     parser.add_argument("--second-timestamps", action="store_true",
                         help="keep Varg's 1 s timestamp resolution even when time is scaled")
     return parser.parse_args()
@@ -55,57 +63,94 @@ def plan_from(args: argparse.Namespace) -> Plan:
         overrides["seed"] = args.seed
     if args.max_interval:
         overrides["max_interval"] = args.max_interval
+    if args.min_interval:
+        overrides["min_interval"] = args.min_interval
     if args.redis_url:
         overrides["redis_url"] = args.redis_url
-    return replace(plan, **overrides)
+    arms = tuple(a.strip() for a in args.arms.split(",") if a.strip())
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise SystemExit(f"--arms: unknown {', '.join(sorted(unknown))}")
+    return replace(plan, arms=arms, **overrides)
 
 
 async def lag_phase(plan: Plan) -> dict[str, Any]:
-    steady = workload.steady(plan.seed, plan.rate, plan.warmup, plan.measure, plan.scale)
-    burst = workload.burst(plan.seed + 1, plan.burst, plan.scale)
+    found: dict[str, Any] = {}
     pool = start_pool()
     try:
-        log.info("steady: %d jobs (%d measured)", len(steady.jobs), len(steady.measured))
-        first = await compare(steady, plan, pool, keep_learning=False)
-        log.info("burst: %d jobs, learned run times kept", len(burst.jobs))
-        second = await compare(burst, plan, pool, keep_learning=True)
+        if "everyday" in plan.arms:
+            # Real time, Varg's whole-second timestamps, nothing learned yet: a new user.
+            everyday = workload.everyday(plan.seed, 1.0, plan.everyday_jobs,
+                                         plan.everyday_rate)
+            log.info("everyday: %d jobs in real time", len(everyday.jobs))
+            found["everyday"] = await compare(everyday, plan, pool, keep_learning=False,
+                                              budget=plan.everyday_budget, ms_timestamps=False)
+        if "steady" in plan.arms:
+            steady = workload.steady(plan.seed, plan.rate, plan.warmup, plan.measure,
+                                     plan.scale)
+            log.info("steady: %d jobs (%d measured)", len(steady.jobs), len(steady.measured))
+            found["steady"] = await compare(steady, plan, pool, keep_learning=False)
+        if "burst" in plan.arms:
+            burst = workload.burst(plan.seed + 1, plan.burst, plan.scale)
+            log.info("burst: %d jobs, learned run times kept", len(burst.jobs))
+            found["burst"] = await compare(burst, plan, pool, keep_learning=True)
     finally:
         pool.shutdown()
-    return {"steady": first, "burst": second}
+    return found
 
 
 async def run(plan: Plan) -> dict[str, Any]:
     started = time.monotonic()
     count_round_trips()
     lag = await lag_phase(plan)
-    log.info("throughput")
-    polls = await poll_throughput(plan)
-    deliveries = await delivery_throughput(plan)
-    log.info("footprint")
-    fp = await footprint(plan)
+    throughput: dict[str, Any] = {}
+    if "throughput" in plan.arms:
+        log.info("throughput")
+        throughput = {"polls": await poll_throughput(plan),
+                      "deliveries": await delivery_throughput(plan)}
+    fp = None
+    if "footprint" in plan.arms:
+        log.info("footprint")
+        fp = await footprint(plan)
     return {
         "plan": asdict(plan) | {"scaled_budget": plan.scaled_budget},
         "notes": NOTES,
         "lag": lag,
-        "throughput": {"polls": polls, "deliveries": deliveries},
+        "throughput": throughput,
         "footprint": fp,
         "run_seconds": time.monotonic() - started,
     }
 
 
+async def run_with_redis(plan: Plan) -> dict[str, Any]:
+    """On the given Redis, or on a throwaway redis-server of the run's own."""
+    if plan.redis_url:
+        return await run(plan)
+    server = ThrowawayRedis()
+    url = server.start()
+    try:
+        return await run(replace(plan, redis_url=url))
+    finally:
+        server.stop()
+
+
 NOTES = [
     "Lags are unscaled seconds: wall lag divided by the scale factor.",
+    "Everyday runs in real time (scale 1) at the default budget, from an empty Redis (nothing"
+    " learned), with Varg's whole-second timestamps; its models' priors are wrong (a 'video'"
+    " model that takes 3-15 s, an 'image' model 1-3 s) and a quarter of its video jobs are"
+    " cache hits.",
     "Relay lag is change -> webhook arrival at a real receiver; 'relay (noticed)' is change ->"
     " the relay's observation (the event timestamp); baselines have no webhook hop.",
-    "Steady: the relay starts from an empty DB 12 and learns run times during the unmeasured"
+    "Steady: the relay starts from an empty Redis and learns run times during the unmeasured"
     " warm-up arrivals of the same mix; burst keeps vr:durations and flushes the rest.",
     "Baselines replay the same schedule at the same time, each in a child process against its"
     " own fresh simulator.",
     "The SDK baseline keeps polling after a 429 (the real SDK throws on the first).",
     "Timestamps: the simulator reports created_at/completed_at in ms unless"
     " --second-timestamps (Varg's 1 s is 10 unscaled s at x0.1).",
-    "Redis commands per poll come from MONITOR filtered to DB 12 (the server is shared);"
-    " round trips are counted at this process's redis-py connections.",
+    "Redis commands per poll come from MONITOR filtered to the run's database; round trips are"
+    " counted at this process's redis-py connections.",
 ]
 
 
@@ -119,7 +164,7 @@ def main() -> None:
     if args.streams:
         run_streams(plan, args.out)
         return
-    result = asyncio.run(run(plan))
+    result = asyncio.run(run_with_redis(plan))
     write_json(result, args.out)
     print(markdown(result))
     print(f"\nrun time {result['run_seconds']:.0f} s; JSON: {args.out}")

@@ -36,15 +36,19 @@ def start_pool() -> ProcessPoolExecutor:
 
 
 async def compare(schedule: Schedule, plan: Plan, pool: ProcessPoolExecutor,
-                  keep_learning: bool) -> dict[str, ArmResult]:
+                  keep_learning: bool, budget: int | None = None,
+                  ms_timestamps: bool | None = None) -> dict[str, ArmResult]:
+    """The relay and both baselines on `schedule` at `budget` a minute (the plan's scaled
+    budget by default), their simulators' times to the millisecond or Varg's second."""
+    budget = budget or plan.scaled_budget
+    ms = plan.scaled_timestamps if ms_timestamps is None else ms_timestamps
     t0 = time.time() + LEAD
     loop = asyncio.get_running_loop()
     futures = [
-        loop.run_in_executor(pool, run_baseline, kind, schedule, plan.scaled_budget, t0,
-                             plan.scaled_timestamps)
+        loop.run_in_executor(pool, run_baseline, kind, schedule, budget, t0, ms)
         for kind in BASELINES
     ]
-    relay = await run_relay(schedule, plan.scaled_budget, plan.redis_url, t0, keep_learning,
-                            plan.max_interval)
+    relay = await run_relay(schedule, budget, plan.redis_url, t0, keep_learning,
+                            plan.max_interval, plan.min_interval, ms)
     baselines = await asyncio.gather(*futures)
     return {arm.name: arm for arm in (relay, *baselines)}

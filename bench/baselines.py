@@ -113,7 +113,7 @@ def new_client(base_url: str) -> httpx.AsyncClient:
 
 
 async def round_robin(schedule: Schedule, budget: int, t0: float) -> ArmResult:
-    with simulator(budget) as sim:
+    with simulator(budget, _MS[0]) as sim:
         async with new_client(sim.url) as client:
             watcher = Watcher(client)
             loop = RoundRobin(watcher, budget)
@@ -128,7 +128,7 @@ async def round_robin(schedule: Schedule, budget: int, t0: float) -> ArmResult:
 
 
 async def sdk_fixed(schedule: Schedule, budget: int, t0: float) -> ArmResult:
-    with simulator(budget) as sim:
+    with simulator(budget, _MS[0]) as sim:
         async with new_client(sim.url) as client:
             watcher = Watcher(client)
             loop = FixedInterval(watcher, SDK_INTERVAL * schedule.scale)
@@ -142,9 +142,13 @@ async def sdk_fixed(schedule: Schedule, budget: int, t0: float) -> ArmResult:
                       else (thrown - t0) / schedule.scale)
 
 
+_MS = [True]  # this child's simulators: times to the millisecond, or Varg's second
+
+
 def run_baseline(kind: str, schedule: Schedule, budget: int, t0: float,
                  scaled_timestamps: bool) -> ArmResult:
     """Child-process entry point (picklable arguments, a fresh event loop)."""
     use_scaled_timestamps(scaled_timestamps)
+    _MS[0] = scaled_timestamps
     arm = round_robin if kind == "round_robin" else sdk_fixed
     return asyncio.run(arm(schedule, budget, t0))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+ARMS = ("everyday", "steady", "burst", "throughput", "footprint")
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,15 @@ class Plan:
     subs_per_job: int = 10
     footprint_watches: int = 1000
     monitor_seconds: float = 2.0
-    redis_url: str = REDIS_URL
+    redis_url: str = ""  # "": a throwaway redis-server of the run's own (bench/__main__.py)
     scaled_timestamps: bool = True
     max_interval: float = 60.0  # unscaled RELAY_POLL_MAX_INTERVAL for the relay under test
+    min_interval: float | None = None  # unscaled RELAY_POLL_MIN_INTERVAL (None: its default)
+    # The everyday arm, in real time: a new user's few jobs under the default budget.
+    everyday_jobs: int = 40
+    everyday_rate: float = 0.4  # arrivals a second
+    everyday_budget: int = 100  # RELAY_UPSTREAM_RATE_LIMIT's default
+    arms: tuple[str, ...] = ARMS
 
     @property
     def scaled_budget(self) -> int:

@@ -31,11 +31,13 @@ class ServerProcess:
     """uvicorn serving a simulator or a receiver on a free loopback port, in a child process
     (servers in threads would share this interpreter's GIL with the code being measured)."""
 
-    def __init__(self, kind: str, rate_limit: int | None = None) -> None:
+    def __init__(self, kind: str, rate_limit: int | None = None,
+                 ms_timestamps: bool | None = None) -> None:
         self.port = free_port()
         ctx = multiprocessing.get_context("spawn")
-        self.process = ctx.Process(target=serve, args=(kind, self.port, rate_limit,
-                                                       _SCALED_TIMESTAMPS[0]), daemon=True)
+        ms = _SCALED_TIMESTAMPS[0] if ms_timestamps is None else ms_timestamps
+        self.process = ctx.Process(target=serve, args=(kind, self.port, rate_limit, ms),
+                                   daemon=True)
 
     @property
     def url(self) -> str:
@@ -85,8 +87,10 @@ def use_scaled_timestamps(enabled: bool) -> None:
         relay.devtools.simulator.iso = millisecond_iso
 
 
-def simulator(rate_limit: int | None) -> ServerProcess:
-    return ServerProcess("simulator", rate_limit)
+def simulator(rate_limit: int | None, ms_timestamps: bool | None = None) -> ServerProcess:
+    """A simulator process; its times to the millisecond, or Varg's second (None: as
+    `use_scaled_timestamps` said)."""
+    return ServerProcess("simulator", rate_limit, ms_timestamps)
 
 
 def receiver() -> ServerProcess:
@@ -175,13 +179,22 @@ class Arrivals:
         return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
 
-async def arrivals(receiver_url: str) -> Arrivals:
-    async with httpx.AsyncClient(base_url=receiver_url, timeout=30) as client:
-        body = (await client.get("/_bench/arrivals")).json()
+def receiver_client(receiver_url: str) -> httpx.AsyncClient:
+    """A client for a receiver's control routes. Plain http: no certificates are loaded (that
+    takes 20-140 ms of CPU, every time, in the process that runs the relay under test)."""
+    return httpx.AsyncClient(base_url=receiver_url, timeout=30, verify=False)
+
+
+async def arrivals(receiver_url: str, client: httpx.AsyncClient | None = None) -> Arrivals:
+    """What the receiver recorded; `client` (from `receiver_client`) when asked often."""
+    if client is None:
+        async with receiver_client(receiver_url) as own:
+            return await arrivals(receiver_url, own)
+    body = (await client.get(receiver_url + "/_bench/arrivals")).json()
     first = {(job, status): Arrival(at, observed) for job, status, at, observed in body["first"]}
     return Arrivals(first, body["times"])
 
 
 async def reset_receiver(receiver_url: str) -> None:
-    async with httpx.AsyncClient(base_url=receiver_url, timeout=30) as client:
+    async with receiver_client(receiver_url) as client:
         (await client.post("/_bench/reset")).raise_for_status()

@@ -15,7 +15,14 @@ from redis.asyncio import Redis
 from bench.plan import Plan
 from bench.redis_probe import monitor_db, round_trips
 from bench.relay_run import relay_env, reset_redis, subscribe_all
-from bench.servers import SIM_KEY, arrivals, receiver, reset_receiver, simulator
+from bench.servers import (
+    SIM_KEY,
+    arrivals,
+    receiver,
+    receiver_client,
+    reset_receiver,
+    simulator,
+)
 from config import Settings, load_settings
 from relay.store.store import Store
 from relay.upstream.client import DEFAULT_LIMITS
@@ -52,10 +59,11 @@ async def sim_requests(sim_url: str) -> int:
 async def received_all(receiver_url: str, count: int, timeout: float) -> bool:
     """Wait until the receiver has had `count` webhooks (or `timeout` seconds)."""
     deadline = time.monotonic() + timeout
-    while len((await arrivals(receiver_url)).times) < count:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
+    async with receiver_client(receiver_url) as client:
+        while len((await arrivals(receiver_url, client)).times) < count:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
     return True
 
 

@@ -45,18 +45,19 @@ class JobSpec:
     duration: float
     failed: bool
     measured: bool
+    cache_hit: bool = False  # served from Varg's cache: done within a second, no processing
 
     @property
     def final_status(self) -> str:
         return "failed" if self.failed else "completed"
 
     def timeline(self) -> list[dict[str, Any]]:
-        """The simulator's timeline: queued at creation, then processing, then terminal."""
-        return [
-            {"status": "queued", "after": 0.0},
-            {"status": "processing", "after": round(self.processing_at, 4)},
-            {"status": self.final_status, "after": round(self.duration, 4)},
-        ]
+        """The simulator's timeline: queued at creation, then processing (unless a cache hit),
+        then terminal."""
+        steps = [{"status": "queued", "after": 0.0}]
+        if not self.cache_hit:
+            steps.append({"status": "processing", "after": round(self.processing_at, 4)})
+        return [*steps, {"status": self.final_status, "after": round(self.duration, 4)}]
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,37 @@ def steady(seed: int, rate: float, warmup: float, measure: float, scale: float,
         jobs.append(make_job(rng, f"steady-{len(jobs):05d}", at * scale, scale, measured))
         at += rng.expovariate(rate)
     return Schedule("steady", scale, tuple(jobs))
+
+
+# A new user's day (the everyday arm): a few jobs at a time under the default budget, on models
+# whose priors are wrong here: this "video" model takes 3-15 s (its prior says ~2 minutes), this
+# "image" model 1-3 s (prior ~10 s), and a quarter of the video jobs are cache hits.
+EVERYDAY_MIX: tuple[Kind, ...] = (
+    Kind("video", "fal:kling-v2.5", 0.5, 3.0, 15.0),
+    Kind("image", "fal:flux-schnell", 0.5, 1.0, 3.0),
+)
+CACHE_HIT_SHARE = 0.25  # of the video jobs
+CACHE_HIT_SECONDS = (0.2, 0.9)
+
+
+def everyday(seed: int, scale: float, jobs: int = 40, rate: float = 0.4) -> Schedule:
+    """`jobs` Poisson arrivals at `rate` a second, every one measured."""
+    rng = random.Random(seed)
+    specs: list[JobSpec] = []
+    at = rng.expovariate(rate)
+    for i in range(jobs):
+        kind = rng.choices(EVERYDAY_MIX, weights=[k.share for k in EVERYDAY_MIX])[0]
+        hit = kind.name == "video" and rng.random() < CACHE_HIT_SHARE
+        duration = rng.uniform(*CACHE_HIT_SECONDS) if hit else rng.uniform(
+            kind.min_seconds, kind.max_seconds)
+        processing = duration * rng.uniform(PROCESSING_FROM, PROCESSING_TO)
+        specs.append(JobSpec(
+            job_id=f"everyday-{i:05d}", kind=kind.name, model=kind.model, arrival=at * scale,
+            processing_at=processing * scale, duration=duration * scale,
+            failed=not hit and rng.random() < FAILED_SHARE, measured=True, cache_hit=hit,
+        ))
+        at += rng.expovariate(rate)
+    return Schedule("everyday", scale, tuple(specs))
 
 
 def burst(seed: int, size: int, scale: float) -> Schedule:

@@ -240,7 +240,8 @@ class Settings:
     )
     poll_min_interval: float = _setting(
         "RELAY_POLL_MIN_INTERVAL", "1s", parse_positive_duration,
-        "shortest gap between two polls of one job (extension)",
+        "shortest gap between two polls of one job; with budget to spare, every live job is "
+        "polled this often (extension)",
     )
     poll_max_interval: float = _setting(
         "RELAY_POLL_MAX_INTERVAL", "60s", parse_positive_duration,

@@ -9,7 +9,8 @@ with a ``webhook_url`` gets Varg's v2 webhook at its terminal status, signed wit
 ``X-Varg-Signature``. A control API under ``/_sim`` (no auth) scripts jobs, injects faults and
 reads request statistics:
 
-- ``POST /_sim/jobs``: create or replace a job with a status timeline (and ``webhook_url``).
+- ``POST /_sim/jobs``: create or replace a job with a status timeline (and ``webhook_url``;
+  ``cache_hit: true`` reports it served from Varg's cache).
 - ``GET /_sim/jobs`` / ``GET /_sim/jobs/{job_id}``: control views (timeline, changes, current).
 - ``POST /_sim/faults`` / ``GET /_sim/faults``: queue faults for the next job requests (polls
   and stream connections alike, in either version); ``cut`` is for streams only: the stream
@@ -178,6 +179,7 @@ class SimJob:
     error: str = DEFAULT_ERROR
     appears_after: float = 0.0
     webhook_url: str = ""  # v2: POSTed the job at its terminal status
+    cache_hit: bool = False  # served from Varg's cache (`cache.hit`)
 
     def __post_init__(self) -> None:
         self.media_type = self.media_type or media_type_for(self.model)
@@ -216,7 +218,7 @@ class SimJob:
             body["output"] = {"url": self.url, "media_type": self.media_type}
         if status == "failed":
             body["error"] = self.error
-        body["cache"] = {"hit": False, "key": self.cache_key()}
+        body["cache"] = {"hit": self.cache_hit, "key": self.cache_key()}
         return body
 
     def next_change(self, now: float) -> float | None:
@@ -267,6 +269,7 @@ class SimJob:
             "created_at": iso(self.created),
             "appears_after": self.appears_after,
             "webhook_url": self.webhook_url or None,
+            "cache_hit": self.cache_hit,
             "timeline": [{"status": s.status, "after": s.after} for s in self.timeline],
             "changes": [{"status": c.status, "at": c.at} for c in self.changes(now)],
             "current": self.status(now),
@@ -438,7 +441,7 @@ async def post_once(client: httpx.AsyncClient, url: str, body: bytes,
 # --- input validation -------------------------------------------------------------------------
 
 _JOB_FIELDS = frozenset({"job_id", "model", "timeline", "output", "error", "appears_after",
-                         "webhook_url"})
+                         "webhook_url", "cache_hit"})
 _CONFIG_FIELDS = frozenset({"stream", "keepalive", "stream_limit"})
 _FAULT_FIELDS = frozenset({"mode", "count", "retry_after", "delay"})
 
@@ -474,6 +477,12 @@ def as_seconds(value: Any, name: str, maximum: float = 86400.0) -> float:
     if not ok or not math.isfinite(value) or not 0 <= value <= maximum:
         raise Invalid(f"{name} must be a number of seconds between 0 and {maximum:g}", name)
     return float(value)
+
+
+def as_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"{name} must be true or false", name)
+    return value
 
 
 def as_int(value: Any, name: str, minimum: int, maximum: int) -> int:
@@ -536,6 +545,7 @@ def parse_job(body: Mapping[str, Any], now: float) -> SimJob:
         error=as_text(body.get("error", DEFAULT_ERROR), "error"),
         appears_after=as_seconds(body.get("appears_after", 0.0), "appears_after"),
         webhook_url=parse_webhook_url(body.get("webhook_url")),
+        cache_hit=as_bool(body.get("cache_hit", False), "cache_hit"),
     )
 
 

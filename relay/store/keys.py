@@ -20,6 +20,7 @@ RL_PACE = PREFIX + "rl:pace"
 RL_SEQ = PREFIX + "rl:seq"
 RL_CAP = PREFIX + "rl:cap"
 PAUSE = PREFIX + "pause"
+FIRST_LOOKS = PREFIX + "firstlooks"  # hash: owner -> last first look leased (fair turns)
 UPSTREAM_UNAUTHORIZED = PREFIX + "upstream:unauthorized"
 UPSTREAM_UNREACHABLE = PREFIX + "upstream:unreachable"
 RATE_LIMITED = PREFIX + "upstream:429s"  # zset: when upstream answered 429
@@ -86,5 +87,5 @@ def msgs(sid: str) -> str:
 # The fixed keys the scripts use by name (K.finished, K.msg_seq, ...).
 LUA_FIXED = {
     "finished": FINISHED, "active": ACTIVE, "msg_seq": MSG_SEQ, "rl_seq": RL_SEQ, "rl_cap": RL_CAP,
-    "streams": STREAMS, "stream_off": STREAM_OFF, "hint_seen": HINT_SEEN,
+    "streams": STREAMS, "stream_off": STREAM_OFF, "hint_seen": HINT_SEEN, "firstlooks": FIRST_LOOKS,
 }

@@ -34,6 +34,7 @@ store needs a single Redis, not a cluster):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -143,8 +144,9 @@ class Candidates:
     wait: float  # when there are no candidates: seconds until there may be
     allowance: int  # requests the budget allows now
     kicked: list[str]  # subscriptions that got events from the decisions written back
-    reason: str  # due (candidates follow), idle (nothing due), budget (due jobs wait), pause
-    jobs: list[LeasedJob]  # due jobs with CANDIDATE_FIELDS, not leased
+    reason: str  # due (candidates follow), idle (nothing to poll), budget (they wait), pause
+    jobs: list[LeasedJob]  # pollable jobs with CANDIDATE_FIELDS, not leased
+    first_looks: dict[str, str] = dataclasses.field(default_factory=dict)  # vr:firstlooks
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ class Store:
         self.redis: Any = redis
         self._subscribe = redis.register_script(_script("common", "subscribe"))
         self._poll = redis.register_script(_script("common", "budget", "poll"))
-        self._lease = redis.register_script(_script("budget", "lease"))
+        self._lease = redis.register_script(_script("common", "budget", "lease"))
         self._attempt = redis.register_script(_script("common", "attempt"))
         self._delete = redis.register_script(_script("common", "delete"))
         self._resend = redis.register_script(_script("resend"))
@@ -320,24 +322,28 @@ class Store:
 
     async def poll_cycle(
         self, decisions: list[Decision], retention: float, max_candidates: int,
-        budget: Budget,
+        budget: Budget, min_interval: float | None = None,
     ) -> Candidates:
-        """Write back the last batch's decisions and name the due jobs: one round trip."""
+        """Write back the last batch's decisions and name the jobs that may be polled now: due,
+        or not polled within `min_interval` (None: due only). One round trip."""
         keys = [DUE, OUTBOXES, RL_WINDOW, RL_PACE, PAUSE, DURATIONS]
         written = json.dumps([d.lua() for d in decisions]) if decisions else "[]"
-        args = [written, retention, max_candidates, *budget.args(), *CANDIDATE_FIELDS]
+        args = [written, retention, max_candidates, *budget.args(), _interval(min_interval),
+                *CANDIDATE_FIELDS]
         raw: list[str] = await self._poll(keys=keys, args=args)  # type: ignore[arg-type]
-        jobs = _rows(raw[5:], CANDIDATE_FIELDS)
+        jobs = _rows(raw[6:], CANDIDATE_FIELDS)
         return Candidates(float(raw[0]), float(raw[1]), int(raw[2]), json.loads(raw[3]), raw[4],
-                          jobs)
+                          jobs, json.loads(raw[5]))
 
     async def lease(self, job_ids: list[str], token: str, lease_s: float,
-                    budget: Budget) -> list[LeasedJob]:
-        """Lease these jobs (best first) while the budget allows and they are still due."""
+                    budget: Budget, min_interval: float | None = None) -> list[LeasedJob]:
+        """Lease these jobs (best first) while the budget allows and they may still be polled
+        (as `poll_cycle` says)."""
         if not job_ids:
             return []
         keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
-        args = [token, lease_s, *budget.args(), len(WATCH_FIELDS), *WATCH_FIELDS, *job_ids]
+        args = [token, lease_s, *budget.args(), len(WATCH_FIELDS), *WATCH_FIELDS,
+                _interval(min_interval), *job_ids]
         raw: list[str] = await self._lease(keys=keys, args=args)  # type: ignore[arg-type]
         return _rows(raw, WATCH_FIELDS)
 
@@ -552,6 +558,11 @@ class Store:
                 pipe.hdel(key.jobsubs(sub['job_id']), sid)
             pipe.zrem(FINISHED, sid)
             await pipe.execute()
+
+
+def _interval(min_interval: float | None) -> float:
+    """The scripts' minimum interval: -1 when only due jobs may be polled."""
+    return -1.0 if min_interval is None else min_interval
 
 
 def _rows(raw: list[str], fields: tuple[str, ...]) -> list[LeasedJob]:

@@ -1,8 +1,9 @@
 """The poll loop each worker runs beside its arq jobs.
 
 Not an arq job per poll. Each step is two Lua calls and one concurrent batch of requests:
-write back the last batch and fetch the due jobs (poll.lua), rank them by the value of polling
-each now (relay/upstream/policy.py `rank`), lease the best the budget allows (lease.lua), poll them.
+write back the last batch and fetch the jobs that may be polled now (poll.lua: due, or not
+polled within RELAY_POLL_MIN_INTERVAL), rank them by the value of polling each now
+(relay/upstream/policy.py `rank`), lease the best the budget allows (lease.lua), poll them.
 A lease that is never written back (the worker died) expires by itself after
 `RELAY_POLL_LEASE`.
 """
@@ -23,19 +24,24 @@ from relay.resources import Resources
 from relay.store.decision import Decision
 from relay.store.store import Budget, Candidates, LeasedJob
 from relay.upstream.client import Outcome, PollResult, unreachable
-from relay.upstream.policy import decide, rank
-from relay.upstream.runtimes import Limits, PollPolicy, parse_counts
+from relay.upstream.policy import FirstLooks, decide, rank
+from relay.upstream.runtimes import Limits, PollPolicy
 
 log = logging.getLogger("relay.poller")
 
-IDLE_WAIT_CAP = 0.25  # a new registration makes a job due at once: look again this often
+IDLE_WAIT_CAP = 0.1  # a new registration makes a job due at once: look again this often
 WINDOW_MARGIN = 1.0  # count the budget over 61 s so a late request cannot spill into a minute
 UNAUTHORIZED_PAUSE = 30.0
 DEFAULT_429_PAUSE = 10.0
 CAP_SECONDS = 600.0  # how long Varg's X-RateLimit-Limit holds after the last response saying it
 POLICY_REFRESH = 10.0  # seconds between reloads of the learned run times
 BURST_SECONDS = 2.0  # the budget may run this far ahead of its pace (after an idle spell)
-MIN_CANDIDATES = 100  # due jobs ranked per step, at least (4 batches' worth when larger)
+MIN_CANDIDATES = 100  # jobs ranked per step, at least (4 batches' worth when larger)
+# How much a job's wait counts in its value (relay/upstream/runtimes.py): its lag so far is
+# weighed against this many round-robin cycles (the time the budget takes to poll every
+# candidate once). Replaying the benchmark's steady mix offline (bench/offline.py), 1 keeps the
+# p90 at round robin's while the median stays a fifth of it; less favours the tail.
+TAIL_CYCLES = 1.0
 
 RECHECK_SECONDS = 1.0  # when a kick found a chain already running: kick once more after this
 UNREACHABLE_TTL = 90.0  # /readyz names an unreachable upstream this long after the last miss
@@ -129,13 +135,15 @@ class Poller:
             return found.wait
         listed = time.monotonic()
         policy = await self._policy()
-        best = rank([(j.job_id, j.fields) for j in found.jobs], found.now, self.limits, policy)
+        cycle = len(found.jobs) * self.budget.pace
+        best = rank([(j.job_id, j.fields) for j in found.jobs], found.now, self.limits, policy,
+                    TAIL_CYCLES * cycle, FirstLooks.from_fields(found.first_looks))
         if self.streams is not None:  # stream mode: streams take their pick first
             streamed = await self.streams.offer(found.jobs, found.now, policy)
             best = [job_id for job_id in best if job_id not in streamed]
         take = best[: min(found.allowance, self.res.settings.poll_batch_size)]
         jobs = await self.res.store.lease(take, self._token, self.res.settings.poll_lease,
-                                          self.budget)
+                                          self.budget, self.limits.min_interval)
         if not jobs:
             return 0.0  # another worker leased them first; look again
         results = await asyncio.gather(*(self.res.varg.get_job(j.job_id) for j in jobs))
@@ -144,6 +152,9 @@ class Poller:
             decide(j.job_id, self._token, j.fields, r, now, self.limits, policy)
             for j, r in zip(jobs, results, strict=True)
         ]
+        for decision in self._pending:
+            if decision.learn:  # at once: the next reload from Redis has it too
+                policy.learn(decision.learn)
         await self._after_batch(jobs, results)
         return 0.0
 
@@ -158,7 +169,8 @@ class Poller:
         self._token = secrets.token_hex(8)
         try:
             found = await self.res.store.poll_cycle(
-                decisions, self.res.settings.retention, max_candidates, self.budget
+                decisions, self.res.settings.retention, max_candidates, self.budget,
+                self.limits.min_interval,
             )
         except BaseException:
             # Keep what was seen: retrying is safe, poll.lua checks each lease token once.
@@ -174,7 +186,7 @@ class Poller:
     async def _policy(self) -> PollPolicy:
         """The schedule, with run times learned by every worker, refreshed now and then."""
         if time.monotonic() - self._policy_at > POLICY_REFRESH:
-            self.policy = PollPolicy(parse_counts(await self.res.store.durations()))
+            self.policy = PollPolicy.from_fields(await self.res.store.durations())
             self._policy_at = time.monotonic()
         return self.policy
 

@@ -50,3 +50,21 @@ def test_timeline_is_queued_processing_terminal() -> None:
     job = workload.burst(seed=5, size=1, scale=0.1).jobs[0]
     statuses = [step["status"] for step in job.timeline()]
     assert statuses == ["queued", "processing", job.final_status]
+
+
+def test_everyday_is_a_few_jobs_on_wrongly_primed_models_with_cache_hits() -> None:
+    """The issue's case: ~0.4 jobs/s, half a "video" model taking 3-15 s (a quarter of those
+    cache hits, done within a second and never `processing`), half an "image" model 1-3 s."""
+    jobs = [job for seed in range(200) for job in workload.everyday(seed, 1.0).jobs]
+    videos = [job for job in jobs if job.model == "fal:kling-v2.5"]
+    images = [job for job in jobs if job.model == "fal:flux-schnell"]
+    assert len(videos) / len(jobs) == pytest.approx(0.5, abs=0.02)
+    hits = [job for job in videos if job.cache_hit]
+    assert len(hits) / len(videos) == pytest.approx(0.25, abs=0.02)
+    assert all(job.duration < 1.0 and not job.failed for job in hits)
+    assert all(3.0 <= job.duration <= 15.0 for job in videos if not job.cache_hit)
+    assert all(1.0 <= job.duration <= 3.0 for job in images)
+    assert [step["status"] for step in hits[0].timeline()] == ["queued", "completed"]
+    one = workload.everyday(7, 1.0)
+    assert len(one.jobs) == 40 and one == workload.everyday(7, 1.0)
+    assert 70 < one.jobs[-1].arrival < 130  # about 0.4 a second

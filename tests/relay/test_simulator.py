@@ -168,6 +168,13 @@ async def test_output_given_at_creation_is_used(client: httpx.AsyncClient) -> No
     assert (await get_job(client, "job_o")).json()["output"] == output
 
 
+async def test_a_cache_hit_says_so(client: httpx.AsyncClient) -> None:
+    await make_job(client, job_id="job_c", cache_hit=True, timeline=[{"status": "completed"}])
+    await make_job(client, job_id="job_n", timeline=[{"status": "completed"}])
+    assert (await get_job(client, "job_c")).json()["cache"]["hit"] is True
+    assert (await get_job(client, "job_n")).json()["cache"]["hit"] is False
+
+
 async def test_failed_job_has_error(client: httpx.AsyncClient, clock: FakeClock) -> None:
     timeline = [{"status": "queued", "after": 0}, {"status": "failed", "after": 3}]
     await make_job(client, job_id="job_f", timeline=timeline, error="NSFW content detected")
@@ -515,6 +522,7 @@ async def test_reset_clears_everything(limited: httpx.AsyncClient) -> None:
         ({"output": {"url": 1}}, "output.url"),
         ({"error": None}, "error"),
         ({"appears_after": -0.1}, "appears_after"),
+        ({"cache_hit": "yes"}, "cache_hit"),
         ({"colour": "blue"}, "colour"),
     ],
 )

@@ -21,7 +21,7 @@ from relay.ids import new_id
 from relay.store import keys
 from relay.store.store import CANDIDATE_FIELDS, WATCH_FIELDS, Budget, Candidates, LeasedJob, Store
 from relay.upstream.client import Outcome, PollResult
-from relay.upstream.policy import FIRST_LOOK, decide, poll_value
+from relay.upstream.policy import FIRST_LOOK, decide, priority
 from relay.upstream.poller import BURST_SECONDS, WINDOW_MARGIN
 from relay.upstream.runtimes import Limits, PollPolicy
 
@@ -63,8 +63,9 @@ def decisions_for(jobs: list[LeasedJob], token: str, now: float) -> list[dict[st
 
 
 async def cycle(store: Store, budget: Budget = ROOMY, decisions: list[dict[str, Any]] | None = None,
-                max_candidates: int = 100) -> Candidates:
-    return await store.poll_cycle(decisions or [], RETENTION, max_candidates, budget)
+                max_candidates: int = 100, min_interval: float | None = None) -> Candidates:
+    return await store.poll_cycle(decisions or [], RETENTION, max_candidates, budget,
+                                  min_interval)
 
 
 async def poll_once(store: Store, job_ids: list[str], token: str = "tok-a") -> Candidates:
@@ -106,7 +107,7 @@ async def test_due_jobs_come_back_as_candidates_with_their_fields_and_nothing_is
     assert sorted(j.job_id for j in found.jobs) == ["job_a", "job_b", "job_c"]
     for job in found.jobs:
         assert tuple(job.fields) == CANDIDATE_FIELDS
-        assert job.fields["urgent"] == "1"
+        assert job.fields["urgent"] == OWNER  # whose subscription waits for a first look
         assert float(job.fields["started_at"]) == pytest.approx(found.now, abs=5)
         assert (job.fields["polls"], job.fields["last_polled_at"], job.fields["status"]) == (
             "", "", "")
@@ -129,7 +130,7 @@ async def test_candidates_carry_what_the_last_poll_saw(store: Store) -> None:
     [job] = found.jobs
     assert job.fields["status"] == "processing"
     assert job.fields["model"] == MODEL
-    assert job.fields["created_at"] == "2026-02-13T10:00:00Z"
+    assert job.fields["created_at"] == "2026-02-13T10:00:00.500Z"  # within Varg's second
     assert job.fields["polls"] == "1"
     assert float(job.fields["last_polled_at"]) == pytest.approx(written.now, abs=5)
     assert job.fields["urgent"] == ""
@@ -349,6 +350,87 @@ async def test_a_job_not_due_and_an_unknown_id_are_skipped_and_not_charged(store
     assert (await cycle(store, budget)).allowance == 2
 
 
+# --- with budget to spare: any job past the minimum interval ----------------------------------
+
+SPARE = 0.2  # the minimum interval of these tests: far below DELAY (when the schedule says)
+
+
+async def test_with_budget_to_spare_a_job_not_due_is_pollable_after_the_min_interval(
+    store: Store,
+) -> None:
+    """Polled once, its schedule says "not for DELAY seconds". Given a minimum interval, poll.lua
+    names it (reason `due`) once that interval has passed, and lease.lua takes it; before, it
+    is idle with the wait until then. Without one (None), only its due time counts. Sleeps
+    SPARE."""
+    await watch(store, "job_early")
+    await poll_once(store, ["job_early"])
+    soon = await cycle(store, min_interval=SPARE)
+    assert (soon.reason, soon.jobs) == ("idle", [])
+    assert 0 < soon.wait <= SPARE
+    await asyncio.sleep(soon.wait + 0.01)
+    assert (await cycle(store)).reason == "idle"  # by its schedule alone: not yet
+    found = await cycle(store, min_interval=SPARE)
+    assert (found.reason, [j.job_id for j in found.jobs]) == ("due", ["job_early"])
+    assert await store.lease(["job_early"], "tok-x", LEASE, ROOMY) == []  # not due yet
+    [job] = await store.lease(["job_early"], "tok-x", LEASE, ROOMY, SPARE)
+    assert job.job_id == "job_early"
+    assert await due_at(store, "job_early") == pytest.approx(found.now + LEASE, abs=1)
+
+
+async def test_leased_or_failing_jobs_keep_their_own_schedule(store: Store) -> None:
+    """Past the minimum interval, but leased (a poll in flight) or backing off after an
+    upstream error: neither is named nor leased before its due time. Sleeps SPARE."""
+    await watch(store, "job_leased")
+    await watch(store, "job_failing")
+    found = await cycle(store)
+    jobs = await store.lease(["job_leased", "job_failing"], "tok-l", LEASE, ROOMY)
+    failing = [j for j in jobs if j.job_id == "job_failing"]
+    error = PollResult(Outcome.server_error, status_code=500)
+    decisions = [decide(j.job_id, "tok-l", j.fields, error, found.now, FIXED, PollPolicy())
+                 for j in failing]
+    await cycle(store, decisions=decisions, max_candidates=0)
+    await asyncio.sleep(SPARE + 0.01)
+    later = await cycle(store, min_interval=SPARE)
+    assert later.jobs == []
+    assert await store.lease(["job_leased", "job_failing"], "tok-m", LEASE, ROOMY, SPARE) == []
+
+
+async def test_next_poll_at_is_the_earliest_poll(store: Store) -> None:
+    """With a minimum interval, the watch shows the earliest next poll (the interval after the
+    poll: when it happens with budget to spare), while the due set keeps the schedule's time
+    (its order)."""
+    await watch(store, "job_n")
+    found = await cycle(store)
+    jobs = await store.lease(["job_n"], "tok-n", LEASE, ROOMY)
+    written = await cycle(store, decisions=decisions_for(jobs, "tok-n", found.now),
+                          max_candidates=0, min_interval=SPARE)
+    next_poll = float(await store.redis.hget("vr:watch:job_n", "next_poll_at") or 0)
+    assert next_poll == pytest.approx(found.now + SPARE, abs=0.002)
+    assert await due_at(store, "job_n") == pytest.approx(written.now + DELAY, abs=0.001)
+
+
+async def test_a_lease_notes_whose_first_look_it_was(store: Store) -> None:
+    """vr:firstlooks: a new job's first poll counts for its subscriber's owner (and as an
+    `other` poll); a re-subscribed job's for the new subscriber's owner and as a `tier` poll;
+    any later poll as `other`. poll_cycle hands the hash to the worker."""
+    await watch(store, "job_f1")
+    found = await cycle(store)
+    assert found.first_looks == {}
+    [job] = await store.lease(["job_f1"], "tok-1", LEASE, ROOMY)
+    looks = await store.redis.hgetall("vr:firstlooks")
+    assert set(looks) == {OWNER, "other"}
+    await cycle(store, decisions=decisions_for([job], "tok-1", found.now), max_candidates=0)
+
+    other_owner = "f" * 32
+    await store.subscribe(new_id("sub"), other_owner, "job_f1", URL, EVENTS, {}, 3600.0)
+    found = await cycle(store)
+    assert set(found.first_looks) == {OWNER, "other"}
+    await store.lease(["job_f1"], "tok-2", LEASE, ROOMY)
+    looks = await store.redis.hgetall("vr:firstlooks")
+    assert set(looks) == {OWNER, other_owner, "other", "tier"}
+    assert float(looks["tier"]) >= float(looks["other"])
+
+
 # --- write-back --------------------------------------------------------------------------------
 
 
@@ -426,7 +508,7 @@ async def test_a_new_subscription_marks_the_watch_urgent_and_the_write_back_clea
     it is then worth FIRST_LOOK: the new subscriber waits for its first status); a duplicate
     of a live one (same owner, url, events) does neither."""
     await watch(store, "job_u")
-    assert await store.redis.hget(keys.watch("job_u"), "urgent") == "1"
+    assert await store.redis.hget(keys.watch("job_u"), "urgent") == OWNER
     written = await poll_once(store, ["job_u"])
     assert await store.redis.hget(keys.watch("job_u"), "urgent") is None
     assert await due_at(store, "job_u") == pytest.approx(written.now + DELAY, abs=0.001)
@@ -436,13 +518,13 @@ async def test_a_new_subscription_marks_the_watch_urgent_and_the_write_back_clea
     assert (await cycle(store)).jobs == []
 
     await watch(store, "job_u", url=URL + "/second")
-    assert await store.redis.hget(keys.watch("job_u"), "urgent") == "1"
+    assert await store.redis.hget(keys.watch("job_u"), "urgent") == OWNER
     found = await cycle(store)
     [job] = found.jobs
-    assert job.job_id == "job_u" and job.fields["urgent"] == "1"
+    assert job.job_id == "job_u" and job.fields["urgent"] == OWNER
     assert job.fields["polls"] == "1"
     limits = Limits(not_found_grace=60.0, min_interval=1.0, max_interval=60.0)
-    assert poll_value(job.fields, found.now, limits, PollPolicy()) == FIRST_LOOK
+    assert priority(job.fields, found.now, limits, PollPolicy()) == (FIRST_LOOK, 0.0)
 
 
 async def test_a_pause_taken_after_the_candidates_were_named_stops_the_lease(

@@ -26,6 +26,7 @@ from relay.ids import new_id
 from relay.store import keys
 from relay.store.store import Store
 from relay.upstream.poller import BURST_SECONDS
+from relay.upstream.runtimes import learn_field
 from relay.worker import running_worker
 from tests.conftest import SIM_KEY, ServerThread, env_for, sim_job
 from tests.support import eventually
@@ -216,12 +217,13 @@ async def test_a_new_subscriber_goes_first_then_the_longest_waiting(
 async def test_a_short_budget_goes_to_the_job_most_likely_done(
     sim: Sim, redis: Redis
 ) -> None:
-    """Value ranking end to end: an image job (`fal:flux-schnell`, typically ~10 s) created
-    12 s before and a video job (`fal:kling-v2.5`, typically ~2 min) created now, both polled
-    once. Then both are due (the test makes them so) with a budget of one request at a time
-    (40/min: pace 1.5 s, burst 1), and a job registered just then, never polled: the next
-    two polls both go to the image, likely done by now, none to the young video, and none to
-    the new job (its model unknown, it is worth the chance that any job of its age, a few
+    """Value ranking end to end: with run times learned (images `fal:flux-schnell` ~14 s,
+    videos `fal:kling-v2.5` ~2 min, no cache hit among 30 jobs), an image job created 12 s
+    before and a video job created now, both polled once. Then both are due (the test makes
+    them so) with a budget of one request at a time (40/min: pace 1.5 s, burst 1), and a job
+    registered just then, never polled: the next two polls both go to the image, likely done
+    by now, none to the young video, and none to the new job (its model unknown, it is worth
+    the chance that any job of its age, a few
     seconds, has finished: next to nothing). The others' ids sort first and all three are due
     at the same instant, so only the ranking favours the image. Bound: ~25 s."""
     store = Store(redis)
@@ -229,6 +231,8 @@ async def test_a_short_budget_goes_to_the_job_most_likely_done(
     sim_job(sim.url, fresh, RUNNING, model=IMAGE)
     sim_job(sim.url, video, RUNNING, model=VIDEO)
     sim.add_old_job(image, IMAGE, age=12.0)
+    await redis.hset("vr:durations", mapping={
+        learn_field(IMAGE, 14.0): 20, learn_field(VIDEO, 120.0): 10})
     for job_id in (video, image):
         await watch(store, job_id)
 
@@ -255,8 +259,8 @@ async def test_a_short_budget_goes_to_the_job_most_likely_done(
         await eventually(image_twice, 20)
         after = {j: await sim.polls(j) for j in (fresh, video)}
 
-    assert before[video] == 1 and before[fresh] == 0, before
-    assert after == {fresh: 0, video: 1}, (before, after)
+    assert before[video] >= 1 and before[fresh] == 0, before
+    assert after == {fresh: 0, video: before[video]}, (before, after)
 
 
 async def test_a_budget_under_60_a_minute_still_polls(sim: Sim, redis: Redis) -> None:

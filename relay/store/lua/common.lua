@@ -30,3 +30,14 @@ local function finish_sub(sid, state, now)
   return true
 end
 
+
+-- When a worker may poll a watched job: at its due time (`score` in the due set), or, when the
+-- budget has room, once RELAY_POLL_MIN_INTERVAL has passed since its last poll, whatever its
+-- schedule says; not before its due time while it is leased or waits out an upstream error or
+-- a 404 on a schedule of its own. A negative min_interval: at its due time only.
+local function pollable_at(wkey, score, min_interval)
+  if min_interval < 0 then return score end  -- due jobs only
+  local w = redis.call('HMGET', wkey, 'lease', 'failures', 'first_404', 'last_polled_at')
+  if w[1] or (w[2] and w[2] ~= '0') or (w[3] and w[3] ~= '') or not w[4] then return score end
+  return math.min(score, tonumber(w[4]) + min_interval)
+end

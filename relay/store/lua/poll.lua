@@ -5,26 +5,30 @@
 -- differs from what a subscription last heard, queue one event for that subscription in the
 -- same step (so a crash loses nothing and a repeat poll adds nothing).
 --
--- Candidates: due jobs (the sorted set's score is when a job becomes worth polling), with what
--- the worker needs to rank them by value, and how many requests the budget allows now
--- (budget.lua). Nothing is leased here: the worker ranks, then lease.lua takes the best.
+-- Candidates: the jobs a worker may poll now (common.lua `pollable_at`: due, or not polled
+-- within the minimum interval), up to max_candidates of them, the soonest due first (the sorted
+-- set's score is when a job becomes worth polling by its schedule), with what the worker needs
+-- to rank them, each owner's last first look (vr:firstlooks) and how many requests the budget
+-- allows now (budget.lua). Nothing is leased here: the worker ranks, lease.lua takes the best.
 --
 -- KEYS: due, outboxes, window log, pacing key, pause key, durations
--- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst, field...
---       (the watch fields each candidate comes with: relay/store/store.py CANDIDATE_FIELDS)
+-- ARGV: decisions_json, retention, max_candidates, limit, window, pace, burst, min_interval,
+--       field... (the watch fields each candidate comes with: store.py CANDIDATE_FIELDS)
 -- decision: relay/store/decision.py `Decision.lua()` (a status with a null job is announced
 --           with the job as last seen). A decision from a stream (relay/upstream/streams.py)
 --           with `hold` keeps its lease for that long: the job stays out of the poll schedule
 --           while its stream lives. Either way the same lease token must match, so a stream
 --           and a poll never both write one change.
--- Returns: {now, wait, allowance, kicked_json, reason, job_id, fields..., job_id, fields...}
--- reason: 'due' (candidates follow), 'idle' (nothing due), 'budget' (due jobs wait), 'pause'
+-- Returns: {now, wait, allowance, kicked_json, reason, first_looks_json,
+--           job_id, fields..., job_id, fields...}
+-- reason: 'due' (candidates follow), 'idle' (nothing to poll), 'budget' (they wait), 'pause'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local KEYS_DUE, KEYS_OUTBOXES = KEYS[1], KEYS[2]
 
 -- ---------------------------------------------------------------- write-back
 local retention = tonumber(ARGV[2])
+local min_interval = tonumber(ARGV[8])
 local kicked = {}
 
 local function new_msg_id()
@@ -140,19 +144,21 @@ for _, d in ipairs(cjson.decode(ARGV[1])) do
       local delay = d.delay
       if redis.call('HDEL', wkey, 'hinted') == 1 then delay = 0 end
       redis.call('ZADD', KEYS_DUE, now + delay, d.job_id)
-      redis.call('HSET', wkey, 'next_poll_at', ms(now + delay))
+      -- The earliest it may be polled again: with budget to spare, that is when it is.
+      redis.call('HSET', wkey, 'next_poll_at', ms(pollable_at(wkey, now + delay, min_interval)))
     end
   end
 end
 
 -- ---------------------------------------------------------------- candidates
-local FIELDS = {unpack(ARGV, 8)}
+local FIELDS = {unpack(ARGV, 9)}
 local max_candidates = tonumber(ARGV[3])
 local kicked_json = '[]'
 if #kicked > 0 then kicked_json = cjson.encode(kicked) end
 
-local function reply(wait, allowance, reason, jobs)
-  local out = {tostring(now), tostring(wait), tostring(allowance), kicked_json, reason}
+local function reply(wait, allowance, reason, looks, jobs)
+  local out = {tostring(now), tostring(wait), tostring(allowance), kicked_json, reason,
+    looks or '{}'}
   for _, v in ipairs(jobs or {}) do out[#out + 1] = v end
   return out
 end
@@ -161,20 +167,29 @@ if max_candidates <= 0 then return reply(0, 0, 'idle') end
 local pause = redis.call('PTTL', KEYS[5])
 if pause > 0 then return reply(pause / 1000, 0, 'pause') end
 
-local due = redis.call('ZRANGE', KEYS_DUE, '-inf', now, 'BYSCORE', 'LIMIT', 0, max_candidates)
-if #due == 0 then
-  local next_due = redis.call('ZRANGE', KEYS_DUE, 0, 0, 'WITHSCORES')
-  local wait = 3600
-  if next_due[2] then wait = math.max(0, tonumber(next_due[2]) - now) end
-  return reply(wait, 0, 'idle')
+-- The soonest due first: with more live jobs than max_candidates, those the schedules favour.
+local listed = redis.call('ZRANGE', KEYS_DUE, 0, max_candidates - 1, 'WITHSCORES')
+local ready, soonest = {}, now + 3600
+for i = 1, #listed, 2 do
+  local at = tonumber(listed[i + 1])
+  if at > now then at = pollable_at(K.watch .. listed[i], at, min_interval) end
+  if at <= now then ready[#ready + 1] = listed[i] else soonest = math.min(soonest, at) end
 end
+if #ready == 0 then return reply(math.max(0, soonest - now), 0, 'idle') end
 local allowance, wait = budget_allowance(KEYS[3], KEYS[4], tonumber(ARGV[4]),
   tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 if allowance <= 0 then return reply(wait, 0, 'budget') end
 local jobs = {}
-for _, job_id in ipairs(due) do
+for _, job_id in ipairs(ready) do
   jobs[#jobs + 1] = job_id
   local values = redis.call('HMGET', K.watch .. job_id, unpack(FIELDS))
   for j = 1, #FIELDS do jobs[#jobs + 1] = values[j] or '' end
 end
-return reply(0, allowance, 'due', jobs)
+local looks = redis.call('HGETALL', K.firstlooks)
+local looks_json = '{}'
+if #looks > 0 then
+  local map = {}
+  for i = 1, #looks, 2 do map[looks[i]] = looks[i + 1] end
+  looks_json = cjson.encode(map)
+end
+return reply(0, allowance, 'due', looks_json, jobs)

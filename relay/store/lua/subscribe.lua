@@ -54,5 +54,7 @@ if not redis.call('HGET', KEYS[4], 'lease') then
   redis.call('ZADD', KEYS[5], 'LT', now, ARGV[3])
 end
 redis.call('ZADD', KEYS[5], 'NX', now, ARGV[3])
-redis.call('HSET', KEYS[4], 'urgent', '1')  -- first in line: the subscriber waits for a status
+-- First in line: the subscriber waits for a status. The mark names the owner waiting longest,
+-- so first looks are shared between owners in turn (relay/upstream/policy.py `rank`).
+redis.call('HSETNX', KEYS[4], 'urgent', ARGV[2])
 return {sid, 1}
