@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from bench.plan import REDIS_URL
 from bench.servers import SIM_KEY, simulator
 from relay.delivery.signing import new_secret
 from relay.ids import new_id
@@ -33,6 +32,9 @@ from relay.store.store import Store
 OWNER = "0" * 32
 NEVER = 86_000.0  # seconds until the jobs complete: not during the run
 KEEPALIVE = 15.0  # the simulator's default, as Varg sends them
+
+
+REDIS_URL = "redis://127.0.0.1:6379/12"  # flushed: not a database you use
 
 
 def rss_bytes(pid: int) -> int:
@@ -110,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.stream_memory", description=__doc__)
     parser.add_argument("--streams", type=int, action="append",
                         help="streams to hold (repeat for several runs; default 1000)")
-    parser.add_argument("--redis-url", default=REDIS_URL)
+    parser.add_argument("--redis-url", default=REDIS_URL, help="a Redis database (flushed)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/stream_memory.json"))
     args = parser.parse_args()
     runs = [asyncio.run(measure(n, args.redis_url)) for n in args.streams or [1000]]

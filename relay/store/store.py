@@ -180,7 +180,7 @@ class Store:
         self._delete = redis.register_script(_script("common", "delete"))
         self._resend = redis.register_script(_script("resend"))
         self._pause = redis.register_script(_script("pause"))
-        self._stream_lease = redis.register_script(_script("budget", "stream_lease"))
+        self._stream_lease = redis.register_script(_script("common", "budget", "stream_lease"))
         self._stream_renew = redis.register_script(_script("stream_renew"))
         self._stream_spend = redis.register_script(_script("budget", "stream_spend"))
         self._hint = redis.register_script(_script("hint"))
@@ -350,7 +350,8 @@ class Store:
     # --- streams (relay/upstream/streams.py) ----------------------------------------------
 
     async def stream_lease(self, job_ids: list[str], token: str, lease_s: float, budget: Budget,
-                           cap: int) -> tuple[str, list[LeasedJob]]:
+                           cap: int, min_interval: float | None = None,
+                           ) -> tuple[str, list[LeasedJob]]:
         """Lease these jobs (best first) for streaming, within the budget and the deployment's
         cap on open streams; nothing while the upstream is known not to stream. Returns what
         stopped it short (`ok` when nothing did: see stream_lease.lua) and the jobs leased."""
@@ -358,7 +359,7 @@ class Store:
             return "ok", []
         keys = [DUE, RL_WINDOW, RL_PACE, PAUSE]
         args = [token, lease_s, *budget.args(), cap, len(WATCH_FIELDS), *WATCH_FIELDS,
-                *job_ids]
+                _interval(min_interval), *job_ids]
         raw: list[str] = await self._stream_lease(keys=keys, args=args)  # type: ignore[arg-type]
         return raw[0], _rows(raw[1:], WATCH_FIELDS)
 

@@ -182,7 +182,8 @@ class StreamManager:
             return set()
         token = secrets.token_hex(8)
         short, leased = await self.res.store.stream_lease(
-            want, token, STREAM_LEASE, self.budget, self.res.settings.streams_max)
+            want, token, STREAM_LEASE, self.budget, self.res.settings.streams_max,
+            self.limits.min_interval)
         if short != "ok":  # off, paused, the deployment's cap, the budget: look again later
             self._quiet_until = time.monotonic() + QUIET_SECONDS
         for job in leased:

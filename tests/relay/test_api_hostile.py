@@ -14,8 +14,8 @@ from redis.asyncio import Redis
 
 from config import Settings
 from relay.store import keys
-from tests.conftest import OTHER_TOKEN, SettingsFactory, api_client
-from tests.relay.test_api import HOOK, assert_error, assert_validation, create
+from tests.conftest import OTHER_TOKEN, SettingsFactory, api_client, subscribe
+from tests.relay.test_api import HOOK, assert_error, assert_validation
 
 Json = dict[str, Any]
 
@@ -36,7 +36,7 @@ async def test_a_subscription_id_shaped_like_a_key_suffix_is_404_for_everyone(
     api: httpx.AsyncClient, bob: httpx.AsyncClient, redis: Redis
 ) -> None:
     long_url = HOOK + "/" + "x" * 100  # long enough to get a key of its own: vr:sub:{sid}:url
-    sid = (await create(api, url=long_url, metadata={"k": "v" * 100}))["id"]
+    sid = (await subscribe(api, url=long_url, metadata={"k": "v" * 100}))["id"]
     assert await redis.exists(keys.spilled(sid, "url"), keys.spilled(sid, "metadata")) == 2
     for suffix in KEYLIKE_SUFFIXES:
         for client in (api, bob):
@@ -62,7 +62,7 @@ async def test_odd_subscription_ids_are_404(api: httpx.AsyncClient, sid: str) ->
 ])
 async def test_odd_delivery_ids_are_404(api: httpx.AsyncClient, redis: Redis, mid: str) -> None:
     await redis.set(keys.MSG_SEQ, 41)  # vr:msg:seq: what `seq` would have named
-    sid = (await create(api))["id"]
+    sid = (await subscribe(api))["id"]
     response = await api.post(f"/v1/subscriptions/{sid}/deliveries/{mid}/retry")
     assert_error(response, 404, "NotFoundError")
     assert await redis.get(keys.MSG_SEQ) == "41"
@@ -70,7 +70,7 @@ async def test_odd_delivery_ids_are_404(api: httpx.AsyncClient, redis: Redis, mi
 
 async def test_a_job_id_with_colons_is_an_ordinary_job_id(api: httpx.AsyncClient) -> None:
     """Job ids are the user's own and may hold `:`; no key of another type starts like theirs."""
-    await create(api, job_id="a:b")
+    await subscribe(api, job_id="a:b")
     for job_id in ("a:b:url", "a:b:metadata", "a", "seq", "a:b:"):
         assert_error(await api.get(f"/v1/jobs/{job_id}"), 404, "NotFoundError")
     assert (await api.get("/v1/jobs/a:b")).status_code == 200
@@ -130,7 +130,7 @@ async def test_a_record_poisoned_before_the_checks_does_not_break_listings(
 ) -> None:
     """Data written before these checks (or by any other path) is shown, cleaned: never a 500
     for every listing until retention ends."""
-    sid = (await create(api))["id"]
+    sid = (await subscribe(api))["id"]
     await redis.hset(keys.sub(sid), "metadata", '{"k":"\\ud800","n":NaN}')
     mid = "msg_0000000000000000001"
     await redis.hset(keys.msg(mid), mapping={
@@ -180,23 +180,23 @@ def assert_capped(response: httpx.Response, cap: int) -> None:
 async def test_past_the_cap_a_token_gets_429_naming_it(
     capped: httpx.AsyncClient, capped_bob: httpx.AsyncClient
 ) -> None:
-    ids = [(await create(capped, job_id=f"job_{n}"))["id"] for n in range(3)]
+    ids = [(await subscribe(capped, job_id=f"job_{n}"))["id"] for n in range(3)]
     assert_capped(await capped.post("/v1/subscriptions",
                                      json={"job_id": "job_9", "url": HOOK}), 3)
     # The same subscription again is not a new one: still 200 with the existing one.
     again = await capped.post("/v1/subscriptions", json={"job_id": "job_0", "url": HOOK})
     assert again.status_code == 200 and again.json()["id"] == ids[0]
     # Another token has places of its own.
-    assert (await create(capped_bob, job_id="job_9"))["state"] == "active"
+    assert (await subscribe(capped_bob, job_id="job_9"))["state"] == "active"
     listed = (await capped.get("/v1/subscriptions")).json()["data"]
     assert [s["id"] for s in listed] == ids
 
 
 async def test_a_deleted_subscription_frees_its_place_once(capped: httpx.AsyncClient) -> None:
-    ids = [(await create(capped, job_id=f"job_{n}"))["id"] for n in range(3)]
+    ids = [(await subscribe(capped, job_id=f"job_{n}"))["id"] for n in range(3)]
     assert (await capped.delete(f"/v1/subscriptions/{ids[0]}")).status_code == 204
     assert (await capped.delete(f"/v1/subscriptions/{ids[0]}")).status_code == 204
-    await create(capped, job_id="job_3")
+    await subscribe(capped, job_id="job_3")
     assert_capped(await capped.post("/v1/subscriptions",
                                      json={"job_id": "job_4", "url": HOOK}), 3)
 

@@ -210,10 +210,12 @@ async def test_a_hint_while_streamed_needs_nothing(store: Store) -> None:
     assert await store.redis.hget("vr:watch:job_hs", "hinted") is None
 
 
-async def test_a_hint_waits_for_the_min_interval_after_the_last_poll(store: Store) -> None:
+async def test_a_hint_makes_the_job_due_at_once_even_within_the_min_interval(
+    store: Store,
+) -> None:
     await watch(store, "job_m")
     now = (await cycle(store, max_candidates=0)).now
     await store.redis.hset(keys.watch("job_m"), "last_polled_at", f"{now:.3f}")
     await store.redis.zadd(keys.DUE, {"job_m": now + 500})
     assert await store.hint("job_m", 30.0, "sig-m", 300) == "polled"
-    assert await due_at(store, "job_m") == pytest.approx(now + 30.0, abs=1)
+    assert await due_at(store, "job_m") == pytest.approx(now, abs=1)

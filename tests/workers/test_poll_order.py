@@ -21,10 +21,12 @@ from starlette.types import Receive, Scope, Send
 from config import Settings, load_settings
 from relay.devtools.simulator import create_simulator
 from relay.ids import new_id
+from relay.store import keys
 from relay.store.store import Store
 from relay.worker import running_worker
 from tests.conftest import SIM_KEY, ServerThread, env_for, sim_job
-from tests.workers.test_budget import RUNNING, wait_until
+from tests.support import eventually
+from tests.workers.test_budget import RUNNING
 
 VIDEO, IMAGE = "fal:kling-v2.5", "fal:flux-schnell"
 EVENTS = ["job.completed"]  # the jobs here never complete: no webhook is ever sent
@@ -64,7 +66,7 @@ def logged() -> Iterator[tuple[Logged, str]]:
 def settings_for(url: str, limit: int, min_interval: str) -> Settings:
     return load_settings(env_for(
         url, RELAY_UPSTREAM_RATE_LIMIT=str(limit), RELAY_POLL_MIN_INTERVAL=min_interval,
-        RELAY_POLL_MAX_INTERVAL="60s", RELAY_LOG_LEVEL="WARNING",
+        RELAY_POLL_MAX_INTERVAL="60s", RELAY_LOG_LEVEL="WARNING", RELAY_STREAM="off",
     ))
 
 
@@ -92,8 +94,8 @@ async def test_with_budget_to_spare_every_live_job_is_polled_every_min_interval(
             async def six_polls_each() -> bool:
                 return all(app.count(j) >= 6 for j in job_ids)
 
-            await wait_until(six_polls_each, 20)
-    schedule = await store.redis.zscore("vr:due", job_ids[0])
+            await eventually(six_polls_each, 20)
+    schedule = await store.redis.zscore(keys.DUE, job_ids[0])
     assert schedule is None or schedule > time.time() + 5  # its schedule: far off
     for job_id in job_ids:
         times = app.times(job_id)
@@ -131,7 +133,7 @@ async def test_a_tenant_re_subscribing_its_jobs_cannot_starve_another_s_first_lo
         async def all_polled() -> bool:
             return all(app.count(j) >= 1 for j in [*b_jobs, "job_a_old"])
 
-        await wait_until(all_polled, 20)
+        await eventually(all_polled, 20)
         stop = asyncio.Event()
         flooding = asyncio.create_task(flood(stop))
         await asyncio.sleep(3.0)  # B's re-subscriptions fill the top tier
@@ -142,7 +144,7 @@ async def test_a_tenant_re_subscribing_its_jobs_cannot_starve_another_s_first_lo
         async def a_new_polled() -> bool:
             return app.count("job_a_new") >= 1
 
-        await wait_until(a_new_polled, 15)
+        await eventually(a_new_polled, 15)
         await asyncio.sleep(3.0)
         stop.set()
         await flooding

@@ -7,7 +7,6 @@ claims; what a test counts (requests, events, webhook ids) is exact.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -342,16 +341,9 @@ async def test_a_full_worker_hands_a_stream_to_a_job_worth_more(
                 return (await redis.hget(keys.watch("job_image"), "stream") == "1"
                         and await redis.hget(keys.watch("job_video"), "stream") is None)
 
-            await eventually_async(image_streamed)
+            await eventually(image_streamed)
         assert sample("relay_stream_fallbacks_total", reason="preempted") == handed + 1
         assert stats(sim.url)["by_job"]["job_video"] >= 2  # its stream, then polls
-
-
-async def eventually_async(check: Any, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition stayed false"
-        await asyncio.sleep(0.05)
 
 
 async def test_varg_s_lower_limit_on_a_stream_answer_tightens_the_budget(

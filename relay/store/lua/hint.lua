@@ -3,8 +3,8 @@
 -- A hint already taken (the same signature) is ignored; a watch not active, or on a stream
 -- (which sees the change itself), needs nothing. A poll in flight may have been sent before
 -- the change: the job is marked `hinted`, and poll.lua makes it due again at once after that
--- poll's write-back. Otherwise the job is polled no sooner than RELAY_POLL_MIN_INTERVAL after
--- its last poll, and first in line (`urgent`).
+-- poll's write-back. Otherwise the job is due at once, even within RELAY_POLL_MIN_INTERVAL of
+-- its last poll (a verified, unreplayed webhook says it changed), and first in line (`urgent`).
 --
 -- KEYS: due
 -- ARGV: job_id, min_interval, digest of the webhook's signature, seconds to remember it
@@ -22,7 +22,6 @@ if w[2] then
   if not w[4] then redis.call('HSET', wkey, 'hinted', '1') end
   return 'leased'
 end
-local at = math.max(now, (tonumber(w[3]) or 0) + tonumber(ARGV[2]))
-redis.call('ZADD', KEYS[1], 'LT', at, job_id)
+redis.call('ZADD', KEYS[1], 'LT', now, job_id)
 redis.call('HSET', wkey, 'urgent', '1')
 return 'polled'
