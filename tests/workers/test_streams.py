@@ -361,5 +361,5 @@ async def test_varg_s_lower_limit_on_a_stream_answer_tightens_the_budget(
             async def capped() -> bool:
                 return await redis.get(keys.RL_CAP) == "600"
 
-            await eventually_async(capped)
+            await eventually(capped)
         assert stats(sim.url)["by_job"] == {"job_rl": 1}  # it came with the stream
