@@ -176,7 +176,7 @@ def job_query(value: str | None) -> str | None:
 
 
 def delivery_status(value: str | None) -> str | None:
-    if value is None or value == "":
+    if value is None:
         return None
     if value not in DELIVERY_STATUSES:
         raise ValidationError(f"status must be one of {', '.join(DELIVERY_STATUSES)}",

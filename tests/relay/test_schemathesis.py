@@ -111,7 +111,9 @@ def test_st_run_with_every_check_and_phase_finds_nothing(
 ) -> None:
     flush_redis()
     port = free_port()
-    api = start_api(env_for(simulator, RELAY_LOG_LEVEL="WARNING"), port)
+    # With VARG_WEBHOOK_SECRET set, the ingest route checks its signature (401 without one).
+    api = start_api(env_for(simulator, RELAY_LOG_LEVEL="WARNING",
+                            VARG_WEBHOOK_SECRET="vhook_schemathesis"), port)
     try:
         result = subprocess.run(
             [ST, "run", f"http://127.0.0.1:{port}/openapi.json", "--checks", "all",
