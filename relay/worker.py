@@ -157,12 +157,15 @@ async def stop_gracefully(worker: Worker, timeout: float) -> None:
     running ones finish (up to `timeout`), then close. (arq's close() alone cancels them, and
     its gather then raises their CancelledError.)"""
     worker.allow_pick_jobs = False
-    running = asyncio.gather(*worker.tasks.values(), return_exceptions=True)
     try:
-        await asyncio.wait_for(running, timeout)
+        await asyncio.wait_for(
+            asyncio.gather(*worker.tasks.values(), return_exceptions=True), timeout)
     except TimeoutError:
         pass  # wait_for cancelled them
-    for job_id, task in list(worker.tasks.items()):
-        if task.done():  # close() gathers what is left, and a cancelled one would raise
-            del worker.tasks[job_id]
+    # A job arq's loop started meanwhile is cut short too: arq runs it again from Redis.
+    late = [task for task in worker.tasks.values() if not task.done()]
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
+    worker.tasks.clear()  # all done: close() gathers what is left, and a cancelled one raises
     await worker.close()
