@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload
-from bench.arms import compare, start_pool
+from bench.arms import LEAD, compare, start_pool
 from bench.footprint import footprint
 from bench.plan import ARMS, FULL, QUICK, Plan
 from bench.redis_probe import count_round_trips
+from bench.relay_run import run_relay
 from bench.report import markdown, write_json, write_json_document
 from bench.servers import use_scaled_timestamps
 from bench.streams import stream_comparison, stream_json, stream_markdown
@@ -85,6 +86,12 @@ async def lag_phase(plan: Plan) -> dict[str, Any]:
             log.info("everyday: %d jobs in real time", len(everyday.jobs))
             found["everyday"] = await compare(everyday, plan, pool, keep_learning=False,
                                               budget=plan.everyday_budget, ms_timestamps=False)
+            # The same arrivals through the relay as a new user runs it: defaults, streams on.
+            log.info("everyday: the relay with its defaults (stream mode)")
+            found["everyday"]["relay_defaults"] = await run_relay(
+                everyday, plan.everyday_budget, plan.redis_url, time.time() + LEAD,
+                keep_learning=False, ms_timestamps=False, name="relay_defaults",
+                env={"RELAY_STREAM": "auto"})
         if "steady" in plan.arms:
             steady = workload.steady(plan.seed, plan.rate, plan.warmup, plan.measure,
                                      plan.scale)

@@ -32,7 +32,9 @@ WHOLE_SECONDS = False  # Varg's own resolution (the everyday arm's), else millis
 
 
 def varg_iso(at: float) -> str | None:
-    return iso(float(int(at))).replace(".000Z", "Z") if WHOLE_SECONDS else iso(at)
+    if WHOLE_SECONDS:
+        return (iso(float(int(at))) or "").replace(".000Z", "Z")
+    return iso(at)
 
 
 @dataclass
