@@ -85,17 +85,9 @@ def lag_targets(lag: dict[str, dict[str, ArmResult]]) -> list[Target]:
     found: list[Target] = []
     if "everyday" in lag:
         arms = lag["everyday"]
-        relay, rr, sdk = (arms[n].lags for n in ("relay", "round_robin", "sdk_fixed_2s"))
-        for p in ("p50", "p90"):
-            better = min(getattr(rr["terminal"], p), getattr(sdk["terminal"], p))
-            value = ratio(getattr(relay["terminal"], p), better)
-            found.append(Target(f"everyday terminal lag {p}, relay / better of round robin "
-                                "and SDK 2 s", value, "≤ 0.7", value <= 0.7))
-        value = ratio(relay["intermediate"].p50, rr["intermediate"].p50)
-        found.append(Target("everyday processing lag p50, relay / round robin", value, "≤ 0.7",
-                            value <= 0.7))
+        found += everyday_targets(arms, "relay", "relay")
         if "relay_defaults" in arms:
-            found += defaults_targets(arms)
+            found += everyday_targets(arms, "relay_defaults", "relay defaults (streams)")
     if "steady" in lag:
         relay, rr = lag["steady"]["relay"].lags, lag["steady"]["round_robin"].lags
         for p, goal in (("p50", 0.2), ("p90", 1.0)):
@@ -115,18 +107,18 @@ def lag_targets(lag: dict[str, dict[str, ArmResult]]) -> list[Target]:
     return found
 
 
-def defaults_targets(arms: dict[str, ArmResult]) -> list[Target]:
-    """The everyday ratios again for the relay as a new user runs it (stream mode on)."""
-    relay, rr, sdk = (arms[n].lags for n in ("relay_defaults", "round_robin", "sdk_fixed_2s"))
+def everyday_targets(arms: dict[str, ArmResult], name: str, label: str) -> list[Target]:
+    """The everyday ratios for the relay arm `name` (polling only, or as a new user runs it)."""
+    relay, rr, sdk = (arms[n].lags for n in (name, "round_robin", "sdk_fixed_2s"))
     found = []
     for p in ("p50", "p90"):
         better = min(getattr(rr["terminal"], p), getattr(sdk["terminal"], p))
         value = ratio(getattr(relay["terminal"], p), better)
-        found.append(Target(f"everyday terminal lag {p}, relay defaults (streams) / better of "
-                            "round robin and SDK 2 s", value, "≤ 0.7", value <= 0.7))
+        found.append(Target(f"everyday terminal lag {p}, {label} / better of round robin and "
+                            "SDK 2 s", value, "≤ 0.7", value <= 0.7))
     value = ratio(relay["intermediate"].p50, rr["intermediate"].p50)
-    found.append(Target("everyday processing lag p50, relay defaults (streams) / round robin",
-                        value, "≤ 0.7", value <= 0.7))
+    found.append(Target(f"everyday processing lag p50, {label} / round robin", value, "≤ 0.7",
+                        value <= 0.7))
     return found
 
 
