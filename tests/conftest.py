@@ -4,6 +4,7 @@ simulator and for a receiver that verifies every webhook with `standardwebhooks`
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import threading
 import time
@@ -135,6 +136,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REDIS_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.redis)
+
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """Undo what configure_logging does to the root and the noisy loggers."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    noisy = {n: logging.getLogger(n).level for n in ("httpx", "httpcore", "arq.worker",
+                                                     "arq.jobs")}
+    yield
+    root.handlers[:] = saved[0]
+    root.setLevel(saved[1])
+    for name, level in noisy.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture(scope="session")

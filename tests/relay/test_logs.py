@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 
 import pytest
 
@@ -27,19 +26,6 @@ def test_a_short_message_is_left_alone() -> None:
     short = record("job %s is %s", "job_1", "completed")
     CapMessages(100).filter(short)
     assert (short.msg, short.args) == ("job %s is %s", ("job_1", "completed"))
-
-
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    noisy = {n: logging.getLogger(n).level for n in ("httpx", "httpcore", "arq.worker",
-                                                     "arq.jobs")}
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    for name, level in noisy.items():
-        logging.getLogger(name).setLevel(level)
 
 
 @pytest.mark.parametrize("fmt", ["json", "text"])

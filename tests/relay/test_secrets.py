@@ -327,20 +327,6 @@ def test_redact_with_no_secrets_passes_everything() -> None:
     assert record.getMessage() == "hello world"
 
 
-@pytest.fixture
-def root_logging() -> Iterator[None]:
-    """Undo what configure_logging does to the root and the noisy loggers."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    noisy = {n: logging.getLogger(n).level for n in ("httpx", "httpcore", "arq.worker",
-                                                     "arq.jobs")}
-    yield
-    root.handlers[:] = saved[0]
-    root.setLevel(saved[1])
-    for name, level in noisy.items():
-        logging.getLogger(name).setLevel(level)
-
-
 @pytest.mark.parametrize("fmt", ["json", "text"])
 def test_configured_logging_redacts_messages(
     fmt: str, root_logging: None, capsys: pytest.CaptureFixture[str]
