@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -129,14 +130,15 @@ async def run(plan: Plan) -> dict[str, Any]:
     }
 
 
-async def run_with_redis(plan: Plan) -> dict[str, Any]:
-    """On the given Redis, or on a throwaway redis-server of the run's own."""
+async def run_with_redis(plan: Plan,
+                         phase: Callable[[Plan], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+    """`phase` on the given Redis, or on a throwaway redis-server of the run's own."""
     if plan.redis_url:
-        return await run(plan)
+        return await phase(plan)
     server = ThrowawayRedis()
     url = server.start()
     try:
-        return await run(replace(plan, redis_url=url))
+        return await phase(replace(plan, redis_url=url))
     finally:
         server.stop()
 
@@ -171,7 +173,7 @@ def main() -> None:
     if args.streams:
         run_streams(plan, args.out)
         return
-    result = asyncio.run(run_with_redis(plan))
+    result = asyncio.run(run_with_redis(plan, run))
     write_json(result, args.out)
     print(markdown(result))
     print(f"\nrun time {result['run_seconds']:.0f} s; JSON: {args.out}")
@@ -179,7 +181,7 @@ def main() -> None:
 
 def run_streams(plan: Plan, out: Path) -> None:
     started = time.monotonic()
-    result = asyncio.run(stream_comparison(plan))
+    result = asyncio.run(run_with_redis(plan, stream_comparison))
     if out == DEFAULT_OUT:
         out = out.with_name("streams.json")
     document = stream_json(result) | {"plan": asdict(plan),

@@ -1,0 +1,38 @@
+"""bench/__main__.py: every phase, the polling benchmark's and `--streams`, gets a Redis."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.asyncio import Redis
+
+from bench.__main__ import plan_from, run_with_redis
+from bench.plan import FULL, Plan
+from tests.conftest import REDIS_URL
+
+
+async def ping(plan: Plan) -> dict[str, Any]:
+    redis = Redis.from_url(plan.redis_url)
+    try:
+        return {"url": plan.redis_url, "pong": await redis.ping()}
+    finally:
+        await redis.aclose()
+
+
+async def test_a_phase_without_a_redis_url_runs_on_a_throwaway_redis_server() -> None:
+    found = await run_with_redis(FULL, ping)
+    assert found["pong"] is True and found["url"].startswith("redis://127.0.0.1:")
+
+
+async def test_a_phase_given_a_redis_url_runs_on_it(redis: Redis) -> None:
+    found = await run_with_redis(plan_from_url(REDIS_URL), ping)
+    assert found == {"url": REDIS_URL, "pong": True}
+
+
+def plan_from_url(url: str) -> Plan:
+    import argparse
+
+    args = argparse.Namespace(quick=True, scale=None, seed=None, max_interval=None,
+                              min_interval=None, redis_url=url, arms="everyday",
+                              second_timestamps=False)
+    return plan_from(args)
