@@ -77,6 +77,17 @@ class Rechecks:
         return ready
 
 
+def upstream_budget(per_minute: int) -> Budget:
+    """The deployment's budget for RELAY_UPSTREAM_RATE_LIMIT=per_minute: one request short of
+    it in any 61 s (Varg counts 60), paced evenly over those 61 s. With the whole limit, the
+    relay's own requests filled Varg's window once a minute (a burst after any pause made sure
+    of it), and `X-RateLimit-Remaining: 0` then paused every worker until the reset, given in
+    whole seconds: one to three seconds a minute without a poll, for nothing."""
+    window = 60.0 + WINDOW_MARGIN
+    limit = max(1, per_minute - 1)
+    return Budget(limit, window, window / limit, max(1, int(per_minute * BURST_SECONDS / 60)))
+
+
 class Poller:
     def __init__(self, res: Resources, kick: Kick, recheck: float = RECHECK_SECONDS,
                  streams: Streams | None = None) -> None:
@@ -86,9 +97,7 @@ class Poller:
         self.policy = PollPolicy()
         s = res.settings
         self.limits = Limits(s.not_found_grace, s.poll_min_interval, s.poll_max_interval)
-        self.budget = Budget(s.upstream_rate_limit, 60.0 + WINDOW_MARGIN,
-                             60.0 / s.upstream_rate_limit,
-                             max(1, int(s.upstream_rate_limit * BURST_SECONDS / 60)))
+        self.budget = upstream_budget(s.upstream_rate_limit)
         self.candidates = max(MIN_CANDIDATES, 4 * s.poll_batch_size)
         self._stopping = asyncio.Event()
         self._unauthorized = False

@@ -4,7 +4,7 @@ budget, and the next poll.lua call writes back what the poll saw.
 
 Budgets here use paces and bursts that are exact binary fractions (2.0, 0.5, 0.0625, ...), so
 the arithmetic under test is exact; `test_an_unused_budget_allows_its_whole_burst` is about
-the paces the worker really computes (60 / limit), which mostly are not.
+the paces the worker really computes (61 / limit), which mostly are not.
 
 Each test runs in well under 3 s; the ones that sleep say so.
 """
@@ -22,7 +22,7 @@ from relay.store import keys
 from relay.store.store import CANDIDATE_FIELDS, WATCH_FIELDS, Budget, Candidates, LeasedJob, Store
 from relay.upstream.client import Outcome, PollResult
 from relay.upstream.policy import FIRST_LOOK, decide, priority
-from relay.upstream.poller import BURST_SECONDS, WINDOW_MARGIN
+from relay.upstream.poller import upstream_budget
 from relay.upstream.runtimes import Limits, PollPolicy
 
 OWNER = "0123456789abcdef0123456789abcdef"
@@ -272,8 +272,9 @@ async def test_pacing_releases_one_request_per_pace(store: Store) -> None:
 
 @pytest.mark.parametrize("limit", [30, 45, 60, 100, 120])
 async def test_an_unused_budget_allows_its_whole_burst(store: Store, limit: int) -> None:
-    """The budget a worker builds from RELAY_UPSTREAM_RATE_LIMIT=limit (relay/upstream/poller.py:
-    pace 60/limit, burst max(1, limit*2/60)), never used: the allowance is the whole burst.
+    """The budget a worker builds from RELAY_UPSTREAM_RATE_LIMIT=limit (relay/upstream/poller.py
+    `upstream_budget`: pace 61/limit, burst max(1, limit*2/60)), never used: the allowance is
+    the whole burst.
 
     Fails today for limits whose pace is not an exact binary fraction (45, 100; also 7, 13,
     18, 26, 28, 29, 33, 35, ... per minute): budget.lua computes
@@ -282,8 +283,7 @@ async def test_an_unused_budget_allows_its_whole_burst(store: Store, limit: int)
     request. With burst 1 (any limit under 60) that leaves 0 forever: nothing is ever taken,
     so the pacing key never moves, and the relay never polls (see
     tests/workers/test_budget.py::test_a_budget_under_60_a_minute_still_polls)."""
-    budget = Budget(limit, 60.0 + WINDOW_MARGIN, 60.0 / limit,
-                    max(1, int(limit * BURST_SECONDS / 60)))
+    budget = upstream_budget(limit)
     await watch(store, "job_fresh")
     found = await cycle(store, budget)
     assert (found.reason, found.allowance) == ("due", budget.burst)

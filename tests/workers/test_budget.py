@@ -2,9 +2,9 @@
 over one Redis, polling a real HTTP simulator that counts every request.
 
 Each test uses its own simulator (a ServerThread, as tests/conftest.py builds them), some with
-Varg's per-minute rate limit enforced. Rate limits are chosen so the pace (60 / limit) is an
-exact binary fraction (40 and 60 a minute): see test_a_budget_under_60_a_minute_still_polls
-for why that matters today. Assertions are on counts and order, never on speed.
+Varg's per-minute rate limit enforced; the worker's pace is 61 s / limit (see
+test_a_budget_under_60_a_minute_still_polls for paces that are not binary fractions).
+Assertions are on counts and order, never on speed.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from relay.devtools.simulator import SimJob, Step, create_simulator
 from relay.ids import new_id
 from relay.store import keys
 from relay.store.store import Store
-from relay.upstream.poller import BURST_SECONDS
+from relay.upstream.poller import upstream_budget
 from relay.upstream.runtimes import learn_field
 from relay.worker import running_worker
 from tests.conftest import SIM_KEY, ServerThread, env_for, sim_job
@@ -110,7 +110,8 @@ async def test_workers_share_one_budget(limited_sim: Sim, redis: Redis) -> None:
     twice (the workers never lease the same job, and the job waiting longest goes first).
     Bound: ~12 s."""
     limit, workers, run_for = 60, 4, 7.0
-    pace, burst = 60.0 / limit, max(1, int(limit * BURST_SECONDS / 60))
+    budget = upstream_budget(limit)
+    pace, burst = budget.pace, budget.burst
     settings = relay_settings(limited_sim, limit)
     store = Store(redis)
     job_ids = [f"job_{i:02d}" for i in range(30)]
@@ -140,7 +141,8 @@ async def test_stream_connections_share_the_one_budget(limited_sim: Sim, redis: 
     send at most burst + elapsed/pace + 1 requests and get no 429; the streams opened are
     part of them. Bound: ~12 s."""
     limit, workers, run_for = 60, 4, 7.0
-    pace, burst = 60.0 / limit, max(1, int(limit * BURST_SECONDS / 60))
+    budget = upstream_budget(limit)
+    pace, burst = budget.pace, budget.burst
     settings = relay_settings(limited_sim, limit, stream="auto")
     store = Store(redis)
     for i in range(30):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from relay.upstream.poller import Rechecks, rate_header_limit, rate_header_pause
+from relay.upstream.poller import Rechecks, rate_header_limit, rate_header_pause, upstream_budget
 
 NOW = 1_771_000_000.0
 
@@ -72,3 +72,15 @@ def test_a_dropped_kick_is_tried_once_more_after_the_delay() -> None:
     assert rechecks.due(11.0) == ["sub_a"]
     assert rechecks.due(11.0) == []  # once
     assert rechecks.due(12.0) == ["sub_b"]
+
+
+@pytest.mark.parametrize("per_minute", [1, 45, 60, 100, 1200])
+def test_the_budget_paced_alone_never_fills_varg_s_minute(per_minute: int) -> None:
+    """At most one request short of the limit in any 61 s, so the relay's own requests never
+    fill Varg's 60 s window and make it answer `X-RateLimit-Remaining: 0` (which pauses every
+    worker until the reset), paced evenly over those 61 s; a limit of 1 still polls."""
+    budget = upstream_budget(per_minute)
+    assert budget.window == 61.0
+    assert budget.limit == max(1, per_minute - 1)
+    assert budget.pace == pytest.approx(61.0 / budget.limit)
+    assert budget.burst == max(1, per_minute * 2 // 60)
