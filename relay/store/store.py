@@ -405,9 +405,16 @@ class Store:
         return counts
 
     async def pause_upstream(self, seconds: float) -> None:
-        """Every worker stops polling for `seconds` (a 429's Retry-After, or a refused key)."""
-        """A pause in force that is longer stays: a pause only ever grows (atomically)."""
+        """Every worker stops polling for `seconds` (a 429's Retry-After, a refused key, a spent
+        X-RateLimit budget). A pause in force that is longer stays: a pause only ever grows
+        (atomically)."""
         await self._pause(keys=[PAUSE], args=[max(1, int(seconds * 1000))])
+
+    async def upstream_rate_limited(self, count: int, seconds: float, now: float) -> None:
+        """Varg answered 429 `count` times (a poll batch, or a stream's connection): every worker
+        pauses `seconds`, and the dashboard's chart counts them."""
+        await self.pause_upstream(seconds)
+        await self.note_rate_limited(count, now)
 
     async def cap_upstream(self, per_minute: int, seconds: float) -> bool:
         """Varg's own per-minute limit for the key, when below ours; True when it is news."""

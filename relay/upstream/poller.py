@@ -207,9 +207,8 @@ class Poller:
             pause = max((r.retry_after or DEFAULT_429_PAUSE) for r in results
                         if r.outcome is Outcome.rate_limited)
             log.warning("upstream rate limit hit; every worker pauses %.1fs", pause)
-            await self.res.store.pause_upstream(pause)
             limited = sum(r.outcome is Outcome.rate_limited for r in results)
-            await self.res.store.note_rate_limited(limited, time.time())
+            await self.res.store.upstream_rate_limited(limited, pause, time.time())
         await self._auth_state(outcomes)
         await self._reach_state([r.error for r in results])
         await self._respect_rate_headers(results)

@@ -264,8 +264,8 @@ class StreamManager:
         if end.end is End.not_found and step.step is Step.release:
             self._not_found.add(held.job_id)
         if end.end is End.rate_limited:
-            await self.res.store.pause_upstream(end.retry_after or DEFAULT_429_PAUSE)
-            await self.res.store.note_rate_limited(1, time.time())  # the dashboard's chart
+            await self.res.store.upstream_rate_limited(
+                1, end.retry_after or DEFAULT_429_PAUSE, time.time())
         if step.step is Step.release:
             self._release(held, step.reason)
             return False

@@ -12,6 +12,7 @@ Each test runs in well under 3 s; the ones that sleep say so.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -539,6 +540,14 @@ async def test_a_pause_taken_after_the_candidates_were_named_stops_the_lease(
     assert await store.lease(["job_p"], "tok-a", LEASE, ROOMY) == []
     assert await store.redis.zcard(keys.RL_WINDOW) == 0
     assert await store.redis.hget(keys.watch("job_p"), "lease") is None
+
+
+async def test_a_429_pauses_every_worker_and_is_counted_for_the_dashboard(store: Store) -> None:
+    """upstream_rate_limited: Varg's 429s (two in a batch) pause the shared budget for the
+    Retry-After and are remembered, one each, for the dashboard's chart."""
+    await store.upstream_rate_limited(2, 5.0, time.time())
+    assert 4000 < await store.redis.pttl(keys.PAUSE) <= 5000
+    assert await store.redis.zcard(keys.RATE_LIMITED) == 2
 
 
 async def test_a_new_subscription_leaves_a_poll_in_flight_alone(store: Store) -> None:
