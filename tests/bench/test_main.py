@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from redis.asyncio import Redis
 
-from bench.__main__ import plan_from, run_with_redis
+from bench.__main__ import run_with_redis
 from bench.plan import FULL, Plan
 from tests.conftest import REDIS_URL
 
@@ -25,14 +26,5 @@ async def test_a_phase_without_a_redis_url_runs_on_a_throwaway_redis_server() ->
 
 
 async def test_a_phase_given_a_redis_url_runs_on_it(redis: Redis) -> None:
-    found = await run_with_redis(plan_from_url(REDIS_URL), ping)
+    found = await run_with_redis(replace(FULL, redis_url=REDIS_URL), ping)
     assert found == {"url": REDIS_URL, "pong": True}
-
-
-def plan_from_url(url: str) -> Plan:
-    import argparse
-
-    args = argparse.Namespace(quick=True, scale=None, seed=None, max_interval=None,
-                              min_interval=None, redis_url=url, arms="everyday",
-                              second_timestamps=False)
-    return plan_from(args)
