@@ -210,6 +210,24 @@ async def test_stream_caps_leave_the_rest_to_polling(
     assert polls >= 3  # the three jobs without a stream at first were polled
 
 
+async def test_a_budget_too_short_for_every_stream_at_once_spends_each_request_on_one(
+    make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
+) -> None:
+    """Ten jobs at once, a budget of 4 requests ahead and one every 0.5 s: the streams open
+    as the budget allows, and no request goes to a poll meanwhile (a stream costs one
+    request for the whole job, a poll one for one look)."""
+    settings = make_settings(RELAY_UPSTREAM_RATE_LIMIT="120")
+    jobs = [f"job_short{i}" for i in range(10)]
+    async with api_client(settings) as api, running_worker(settings):
+        for job_id in jobs:
+            sim_job(simulator, job_id, [("queued", 0), ("completed", 12.0)])
+            await subscribe(api, job_id, receiver.url("/" + job_id))
+        await eventually(lambda: stats(simulator)["streams_opened"] == len(jobs), timeout=30)
+        await eventually(lambda: all(receiver.types("/" + j) == ["job.queued", "job.completed"]
+                                     for j in jobs), timeout=30)
+    assert stats(simulator)["by_job"] == dict.fromkeys(jobs, 1)
+
+
 async def test_stream_mode_off_polls_only(
     make_settings: SettingsFactory, redis: Redis, simulator: str, receiver: Receiver
 ) -> None:
