@@ -114,6 +114,15 @@ def stream_value(fields: dict[str, str], now: float, limits: Limits,
     return (durations.cdf(age + limits.max_interval) - durations.cdf(age)) / alive
 
 
+def stream_order(fields: dict[str, str], now: float, limits: Limits,
+                 policy: PollPolicy) -> tuple[bool, float]:
+    """Who gets a stream first: a job unseen for `max_interval` (by a poll or a stream,
+    counted from registration when never seen), so none starves while the budget is short
+    of a stream for every job; then by `stream_value`."""
+    seen = float(fields.get("last_polled_at") or fields.get("started_at") or now)
+    return now - seen >= limits.max_interval, stream_value(fields, now, limits, policy)
+
+
 def to_preempt(waiting: list[float], held: list[tuple[float, str]],
                ratio: float = PREEMPT_RATIO) -> list[str]:
     """Streams to hand over: the least valuable held ones, each to a waiting job worth
@@ -171,12 +180,12 @@ class StreamManager:
         if self._stopping.is_set() or time.monotonic() < self._quiet_until:
             return set()
         ranked = sorted(
-            ((stream_value(c.fields, now, self.limits, policy), c.job_id) for c in candidates
+            ((stream_order(c.fields, now, self.limits, policy), c.job_id) for c in candidates
              if self._eligible(c)),
             reverse=True)
         free = self.res.settings.streams_per_worker - len(self.held)
         if ranked and free < len(ranked):
-            free += self._preempt([value for value, _ in ranked[max(free, 0):]], now)
+            free += self._preempt([value for (_, value), _ in ranked[max(free, 0):]], now)
         want = [job_id for _, job_id in ranked[: max(free, 0)]]
         if not want:
             return set()

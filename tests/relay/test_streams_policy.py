@@ -13,6 +13,7 @@ from relay.upstream.streams import (
     Step,
     after_end,
     stream_mode,
+    stream_order,
     stream_value,
     streamable,
     to_preempt,
@@ -82,6 +83,17 @@ def test_a_job_near_its_end_is_worth_more_than_one_far_from_it() -> None:
 def test_a_new_job_is_valued_by_any_job_of_its_age() -> None:
     value = stream_value({"started_at": str(NOW)}, NOW, LIMITS, PollPolicy())
     assert 0 < value < 1
+
+
+def test_a_job_unseen_for_the_max_interval_streams_before_more_valuable_ones() -> None:
+    policy = PollPolicy()
+    image_due = fields("fal:flux-schnell", 8.0)
+    starved = fields("fal:kling-v2.5", 61.0) | {"last_polled_at": str(NOW - 60.0)}
+    polled = fields("fal:kling-v2.5", 61.0) | {"last_polled_at": str(NOW - 59.0)}
+    order = {name: stream_order(f, NOW, LIMITS, policy)
+             for name, f in (("image", image_due), ("starved", starved), ("polled", polled))}
+    assert order["image"][1] > order["starved"][1]  # the image job is worth more...
+    assert sorted(order, key=order.__getitem__, reverse=True) == ["starved", "image", "polled"]
 
 
 def test_only_healthy_jobs_stream() -> None:
