@@ -123,6 +123,30 @@ def stream_order(fields: dict[str, str], now: float, limits: Limits,
     return now - seen >= limits.max_interval, stream_value(fields, now, limits, policy)
 
 
+Ranked = list[tuple[tuple[bool, float], str]]  # (stream_order, job_id)
+
+
+def stream_ranking(ranked: Ranked, free: int) -> Ranked:
+    """Best first. With a slot for each, the budget decides who is first: jobs unseen for
+    `max_interval` go ahead. With fewer slots than jobs, streams go by value alone (as
+    hand-overs do), and the jobs left over are polled, overdue ones first."""
+    if free >= len(ranked):
+        return sorted(ranked, reverse=True)
+    return sorted(ranked, key=lambda row: (row[0][1], row[1]), reverse=True)
+
+
+def goes_quiet(short: str, poll_waiting: bool) -> bool:
+    """Whether offers pause for QUIET_SECONDS after a lease came back `short`. Off, paused
+    or at the deployment's cap: yes. Short of budget: no, since the poller steps again at
+    the next request and that request buys more as a stream (the whole job) than as a poll
+    (one look); quiet for a second, the polls took every request and 100 jobs at once cost
+    3.8 requests each, not 1. Unless a due job cannot stream (upstream errors, a 404
+    grace): the pause is what lets its poll through."""
+    if short == "ok":
+        return False
+    return short != "budget" or poll_waiting
+
+
 def to_preempt(waiting: list[float], held: list[tuple[float, str]],
                ratio: float = PREEMPT_RATIO) -> list[str]:
     """Streams to hand over: the least valuable held ones, each to a waiting job worth
@@ -179,11 +203,11 @@ class StreamManager:
         self.policy = policy
         if self._stopping.is_set() or time.monotonic() < self._quiet_until:
             return set()
-        ranked = sorted(
-            ((stream_order(c.fields, now, self.limits, policy), c.job_id) for c in candidates
-             if self._eligible(c)),
-            reverse=True)
+        eligible = [c for c in candidates if self._eligible(c)]
         free = self.res.settings.streams_per_worker - len(self.held)
+        ranked = stream_ranking(
+            [(stream_order(c.fields, now, self.limits, policy), c.job_id) for c in eligible],
+            free)
         if ranked and free < len(ranked):
             free += self._preempt([value for (_, value), _ in ranked[max(free, 0):]], now)
         want = [job_id for _, job_id in ranked[: max(free, 0)]]
@@ -193,11 +217,8 @@ class StreamManager:
         short, leased = await self.res.store.stream_lease(
             want, token, STREAM_LEASE, self.budget, self.res.settings.streams_max,
             self.limits.min_interval)
-        if short not in ("ok", "budget"):  # off, paused, the deployment's cap: look later
+        if goes_quiet(short, poll_waiting=len(eligible) < len(candidates)):
             self._quiet_until = time.monotonic() + QUIET_SECONDS
-        # Short of budget, offers go on: the poller steps again at the next request, and that
-        # request buys more as a stream (the whole job) than as a poll (one look). Quiet for
-        # a second, the polls took every request and 100 jobs at once cost 3.8 each, not 1.
         for job in leased:
             self._start(Held(job.job_id, token, dict(job.fields), time.time()))
         return {job.job_id for job in leased}

@@ -12,8 +12,10 @@ from relay.upstream.streams import (
     RECONNECT_CAP,
     Step,
     after_end,
+    goes_quiet,
     stream_mode,
     stream_order,
+    stream_ranking,
     stream_value,
     streamable,
     to_preempt,
@@ -94,6 +96,21 @@ def test_a_job_unseen_for_the_max_interval_streams_before_more_valuable_ones() -
              for name, f in (("image", image_due), ("starved", starved), ("polled", polled))}
     assert order["image"][1] > order["starved"][1]  # the image job is worth more...
     assert sorted(order, key=order.__getitem__, reverse=True) == ["starved", "image", "polled"]
+
+
+def test_with_a_slot_for_each_the_starved_go_first_and_with_fewer_value_decides() -> None:
+    ranked = [((False, 0.9), "image"), ((True, 0.1), "starved"), ((False, 0.2), "video")]
+    assert [j for _, j in stream_ranking(ranked, free=3)] == ["starved", "image", "video"]
+    # Fewer slots than jobs: by value, as hand-overs are judged; the rest are polled.
+    assert [j for _, j in stream_ranking(ranked, free=2)] == ["image", "video", "starved"]
+
+
+@pytest.mark.parametrize(("short", "poll_waiting", "quiet"), [
+    ("ok", True, False), ("budget", False, False), ("budget", True, True),
+    ("cap", False, True), ("pause", False, True), ("off", False, True)])
+def test_offers_go_quiet_unless_short_of_budget_with_no_poll_waiting(
+        short: str, poll_waiting: bool, quiet: bool) -> None:
+    assert goes_quiet(short, poll_waiting) is quiet
 
 
 def test_only_healthy_jobs_stream() -> None:
