@@ -2,8 +2,9 @@
 -- Like lease.lua: a job is taken only while it may still be polled (common.lua `pollable_at`),
 -- and each connection spends one request of the shared budget (budget.lua, prepended). Also
 -- within the deployment's cap on open streams (vr:streams, pruned of leases that ran out: a
--- killed worker's), and never while the upstream is known not to stream (vr:stream:off). The lease pushes the job's due time out by
--- its length; the worker renews it while the stream lives (stream_renew.lua).
+-- killed worker's), and never while the upstream is known not to stream (vr:stream:off).
+-- The lease pushes the job's due time out by its length; the worker renews it while the
+-- stream lives (stream_renew.lua).
 --
 -- KEYS: due, window log, pacing key, pause key
 -- ARGV: token, lease_seconds, limit, window, pace, burst, cap, field count, field..., min_interval,
