@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -77,47 +77,59 @@ def plan_from(args: argparse.Namespace) -> Plan:
     return replace(plan, arms=arms, **overrides)
 
 
+@dataclass(frozen=True)
+class LagArm:
+    """One arm of the lag phase: its arrivals, budget and Varg's timestamp resolution."""
+
+    name: str
+    schedule: workload.Schedule
+    budget: int
+    ms_timestamps: bool | None  # None: the plan's
+    keep_learning: bool  # keep vr:durations from the run before
+
+
+def lag_arms(plan: Plan) -> list[LagArm]:
+    """The plan's arms in the order they run: burst keeps what steady taught."""
+    arms = []
+    if "everyday" in plan.arms:
+        # Real time, Varg's whole-second timestamps, nothing learned yet: a new user.
+        everyday = workload.everyday(plan.seed, 1.0, plan.everyday_jobs, plan.everyday_rate)
+        arms.append(LagArm("everyday", everyday, plan.everyday_budget, False, False))
+    if "steady" in plan.arms:
+        steady = workload.steady(plan.seed, plan.rate, plan.warmup, plan.measure, plan.scale)
+        arms.append(LagArm("steady", steady, plan.scaled_budget, None, False))
+    if "burst" in plan.arms:
+        burst = workload.burst(plan.seed + 1, plan.burst, plan.scale)
+        arms.append(LagArm("burst", burst, plan.scaled_budget, None, True))
+    return arms
+
+
 async def lag_phase(plan: Plan) -> dict[str, Any]:
     """Each arm polling only, then each again through the relay as shipped (stream mode), in
     the same order: burst keeps what the steady run before it learned, in both passes."""
+    arms = lag_arms(plan)
     found: dict[str, Any] = {}
-    schedules: dict[str, tuple[workload.Schedule, int, bool | None]] = {}
     pool = start_pool()
     try:
-        if "everyday" in plan.arms:
-            # Real time, Varg's whole-second timestamps, nothing learned yet: a new user.
-            everyday = workload.everyday(plan.seed, 1.0, plan.everyday_jobs,
-                                         plan.everyday_rate)
-            log.info("everyday: %d jobs in real time", len(everyday.jobs))
-            found["everyday"] = await compare(everyday, plan, pool, keep_learning=False,
-                                              budget=plan.everyday_budget, ms_timestamps=False)
-            schedules["everyday"] = (everyday, plan.everyday_budget, False)
-        if "steady" in plan.arms:
-            steady = workload.steady(plan.seed, plan.rate, plan.warmup, plan.measure,
-                                     plan.scale)
-            log.info("steady: %d jobs (%d measured)", len(steady.jobs), len(steady.measured))
-            found["steady"] = await compare(steady, plan, pool, keep_learning=False)
-            schedules["steady"] = (steady, plan.scaled_budget, None)
-        if "burst" in plan.arms:
-            burst = workload.burst(plan.seed + 1, plan.burst, plan.scale)
-            log.info("burst: %d jobs, learned run times kept", len(burst.jobs))
-            found["burst"] = await compare(burst, plan, pool, keep_learning=True)
-            schedules["burst"] = (burst, plan.scaled_budget, None)
+        for arm in arms:
+            log.info("%s: %d jobs (%d measured)%s", arm.name, len(arm.schedule.jobs),
+                     len(arm.schedule.measured),
+                     ", learned run times kept" if arm.keep_learning else "")
+            found[arm.name] = await compare(arm.schedule, plan, pool, arm.keep_learning,
+                                            arm.budget, arm.ms_timestamps)
     finally:
         pool.shutdown()
-    for arm, (schedule, budget, ms) in schedules.items():
-        found[arm]["relay_defaults"] = await as_shipped(schedule, plan, budget, ms,
-                                                        keep_learning=arm == "burst")
+    for arm in arms:
+        found[arm.name]["relay_defaults"] = await as_shipped(arm, plan)
     return found
 
 
-async def as_shipped(schedule: workload.Schedule, plan: Plan, budget: int,
-                     ms_timestamps: bool | None, keep_learning: bool) -> ArmResult:
+async def as_shipped(arm: LagArm, plan: Plan) -> ArmResult:
     """The same arrivals through the relay as a user runs it: its defaults, stream mode on
-    (the arms above poll only, RELAY_STREAM=off, to measure the poll policy)."""
-    log.info("%s: the relay with its defaults (stream mode)", schedule.name)
-    return await run_relay(schedule, budget, plan.redis_url, time.time() + LEAD,
-                           keep_learning=keep_learning, ms_timestamps=ms_timestamps,
+    (the first pass polls only, RELAY_STREAM=off, to measure the poll policy)."""
+    log.info("%s: the relay with its defaults (stream mode)", arm.name)
+    return await run_relay(arm.schedule, arm.budget, plan.redis_url, time.time() + LEAD,
+                           keep_learning=arm.keep_learning, ms_timestamps=arm.ms_timestamps,
                            name="relay_defaults", env={"RELAY_STREAM": "auto"})
 
 
